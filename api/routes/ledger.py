@@ -1,0 +1,70 @@
+"""Ledger identity, health and the latest checkpoint (PROTOCOL §6)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from ledger.errors import NotInitialised
+from ledger.notes import verifier_for
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..openapi import TEXT, operation
+from ..schemas.ledger import HealthSchema, LedgerInfoSchema
+from ..services import services
+
+bp = Blueprint("ledger", __name__)
+
+
+@bp.get("/v1/health")
+@operation(summary="Liveness and readiness", tag="ledger", responses={200: HealthSchema}, errors=())
+def health() -> tuple[Response, int]:
+    """200 when the database answers and the ledger has a genesis block; 503 otherwise."""
+    svc = services()
+    try:
+        with svc.store.read() as conn:
+            head = svc.store.head(conn)
+    except SQLAlchemyError:
+        return jsonify(status="unavailable", database="unreachable", height=None, tree_size=None), 503
+    if head is None:
+        return jsonify(status="unavailable", database="ok", height=None, tree_size=None), 503
+    return jsonify(status="ok", database="ok", height=head.height, tree_size=head.tree_size), 200
+
+
+@bp.get("/v1/ledger")
+@operation(summary="Ledger identity and head", tag="ledger", responses={200: LedgerInfoSchema}, errors=())
+def ledger_info() -> Response:
+    """The origin, the ledger's public and note verifier keys, the genesis hash and the head."""
+    svc = services()
+    with svc.store.read() as conn:
+        policy = svc.store.policy(conn)
+        head = svc.store.head(conn)
+        genesis = svc.store.block(conn, 0)
+    if policy is None or head is None or genesis is None:
+        raise NotInitialised("the ledger has no genesis block; run `filiera init`")
+    from ledger.keys import PublicKey
+
+    pk = PublicKey(policy.ledger_key)
+    return jsonify(
+        origin=policy.origin,
+        public_key=pk.b64,
+        key_id=pk.key_id,
+        verifier_key=verifier_for(policy.origin, policy.ledger_key).vkey,
+        genesis=genesis.hash,
+        height=head.height,
+        tree_size=head.tree_size,
+        root=head.root,
+    )
+
+
+@bp.get("/v1/checkpoint")
+@operation(summary="Latest signed checkpoint (C2SP tlog-checkpoint)", tag="ledger", responses={200: TEXT}, errors=())
+def checkpoint() -> Response:
+    """The latest block's checkpoint as a C2SP signed note, ``text/plain; charset=utf-8``."""
+    svc = services()
+    with svc.store.read() as conn:
+        head = svc.store.head(conn)
+    if head is None:
+        raise NotInitialised("the ledger has no genesis block; run `filiera init`")
+    resp = Response(head.checkpoint, mimetype="text/plain")
+    resp.headers["Cache-Control"] = "no-cache"
+    return resp

@@ -1,0 +1,107 @@
+"""Inclusion and consistency proofs (RFC 9162 §2.1.3, §2.1.4), public by design."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from ledger.errors import EntryNotFound, InvalidProofRequest, NotInitialised
+from ledger.merkle import Frontier, build_proof, consistency_plan, fold, inclusion_plan, plan_nodes
+
+from ..openapi import operation
+from ..schemas.proofs import (
+    ConsistencyProofSchema,
+    ConsistencyQuerySchema,
+    InclusionProofSchema,
+    InclusionQuerySchema,
+)
+from ..services import load_query, services
+
+bp = Blueprint("proofs", __name__)
+
+
+@bp.get("/v1/proofs/inclusion")
+@operation(
+    summary="Inclusion proof of an entry",
+    tag="proofs",
+    query=InclusionQuerySchema,
+    responses={200: InclusionProofSchema},
+    errors=(400, 404),
+)
+def inclusion() -> Response:
+    """By ``id`` or ``index``, in the tree of ``tree_size`` (default: the current size).
+    ``root`` is the tree hash at that size, for convenience: trust a signed checkpoint's."""
+    args = load_query(InclusionQuerySchema, InvalidProofRequest)
+    if ("id" in args) == ("index" in args):
+        raise InvalidProofRequest("give exactly one of id and index")
+    svc = services()
+    with svc.store.read() as conn:
+        head = svc.store.head(conn)
+        if head is None:
+            raise NotInitialised("the ledger has no genesis block; run `filiera init`")
+        size = args.get("tree_size", head.tree_size)
+        if size > head.tree_size:
+            raise InvalidProofRequest(
+                f"tree_size {size} is beyond the current tree size {head.tree_size}",
+                tree_size=head.tree_size,
+            )
+        if "id" in args:
+            entry = svc.store.entry_by_id(conn, args["id"])
+            if entry is None:
+                raise EntryNotFound(f"no sealed entry {args['id']}", entry=args["id"])
+        else:
+            entry = svc.store.entry_by_index(conn, args["index"])
+            if entry is None:
+                raise InvalidProofRequest(
+                    f"index {args['index']} is beyond the current tree size {head.tree_size}",
+                    tree_size=head.tree_size,
+                )
+        if entry.idx >= size:
+            raise InvalidProofRequest(
+                f"entry {entry.idx} is not in the tree of size {size}", index=entry.idx
+            )
+        plan = inclusion_plan(index=entry.idx, tree_size=size)
+        roots = Frontier.needed(size)
+        nodes = svc.store.nodes(conn, plan_nodes(plan) | set(roots))
+    return jsonify(
+        index=entry.idx,
+        tree_size=size,
+        leaf_hash=entry.leaf_hash,
+        hashes=[h.hex() for h in build_proof(plan, nodes)],
+        root=fold([nodes[n] for n in roots]).hex(),
+    )
+
+
+@bp.get("/v1/proofs/consistency")
+@operation(
+    summary="Consistency proof between two tree sizes",
+    tag="proofs",
+    query=ConsistencyQuerySchema,
+    responses={200: ConsistencyProofSchema},
+)
+def consistency() -> Response:
+    """Proof that the tree of size ``from`` is a prefix of the tree of size ``to``
+    (default: the current size). Requires 1 <= from <= to <= current size."""
+    args = load_query(ConsistencyQuerySchema, InvalidProofRequest)
+    svc = services()
+    with svc.store.read() as conn:
+        head = svc.store.head(conn)
+        if head is None:
+            raise NotInitialised("the ledger has no genesis block; run `filiera init`")
+        old, new = args["from_"], args.get("to", head.tree_size)
+        if not old <= new <= head.tree_size:
+            raise InvalidProofRequest(
+                f"need 1 <= from <= to <= {head.tree_size} (current tree size)",
+                tree_size=head.tree_size,
+            )
+        plan = consistency_plan(old_size=old, new_size=new)
+        old_roots, new_roots = Frontier.needed(old), Frontier.needed(new)
+        nodes = svc.store.nodes(conn, plan_nodes(plan) | set(old_roots) | set(new_roots))
+    return jsonify(
+        {
+            "from": old,
+            "to": new,
+            "hashes": [h.hex() for h in build_proof(plan, nodes)],
+            "from_root": fold([nodes[n] for n in old_roots]).hex(),
+            "to_root": fold([nodes[n] for n in new_roots]).hex(),
+        }
+    )

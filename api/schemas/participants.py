@@ -1,0 +1,38 @@
+"""Participants and their keys (PROTOCOL §4 governance)."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from .common import MAX_INT
+
+
+class KeySchema(Schema):
+    key_id = fields.String(required=True)
+    public_key = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["active", "revoked"]})
+    added_index = fields.Integer(required=True)
+    added_height = fields.Integer(required=True)
+    revoked_index = fields.Integer(allow_none=True)
+    revoked_height = fields.Integer(allow_none=True)
+    reason = fields.String(allow_none=True)
+
+
+class ParticipantSchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    roles = fields.List(fields.String(), required=True)
+    attributes = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    registered_index = fields.Integer(required=True)
+    registered_height = fields.Integer(required=True)
+    keys = fields.List(fields.Nested(KeySchema), required=True)
+
+
+class ParticipantListSchema(Schema):
+    participants = fields.List(fields.Nested(ParticipantSchema), required=True)
+    next = fields.String(allow_none=True, metadata={"description": "pass as ?after= for the next page"})
+
+
+class ParticipantsQuerySchema(Schema):
+    after = fields.String(load_default="", validate=validate.Length(max=128))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_INT))

@@ -1,0 +1,41 @@
+"""What a request needs from the ledger: settings, the store and the sealer of this process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app, request
+
+from ledger.config import Settings
+from ledger.errors import InvalidPage
+from ledger.keys import PublicKey
+from ledger.sealing import Sealer
+from ledger.storage.store import Store
+from marshmallow import Schema, ValidationError
+
+__all__ = ["Services", "services", "load_query"]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    sealer: Sealer
+    ledger_key: PublicKey | None
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions["filiera"]
+    return svc
+
+
+def load_query(schema: type[Schema], error: type[InvalidPage] | Any = InvalidPage) -> dict[str, Any]:
+    """Query parameters through a marshmallow schema; unknown parameters are refused."""
+    try:
+        loaded: dict[str, Any] = schema().load(request.args.to_dict(flat=True))
+        return loaded
+    except ValidationError as exc:
+        fields = sorted(exc.messages) if isinstance(exc.messages, dict) else []
+        detail = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in (exc.messages.items() if isinstance(exc.messages, dict) else []))
+        raise error(f"invalid query parameters: {detail}", fields=fields) from exc

@@ -1,0 +1,98 @@
+"""Settings: one frozen object, read from ``FILIERA_*`` environment variables once.
+
+Nothing else in Filiera reads ``os.environ``: the CLI and ``wsgi.py`` call
+:meth:`Settings.from_env` and pass the result down. Every setting is documented in README.md
+(a test checks that).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import ConfigurationError
+
+__all__ = ["Settings", "SETTINGS_ENV", "normalise_database_url"]
+
+MiB = 1024 * 1024
+
+# Environment variable -> (attribute, meaning). The README's configuration table lists them all.
+SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
+    "FILIERA_DATA_DIR": ("data_dir", "directory for the SQLite database and key files (./var)"),
+    "FILIERA_DATABASE_URL": ("database_url", "SQLAlchemy URL; default SQLite in the data dir"),
+    "FILIERA_LEDGER_KEY_FILE": ("ledger_key_file", "the ledger's key file (<data dir>/ledger.key)"),
+    "FILIERA_LEDGER_KEY": ("ledger_key_json", "the ledger key file's JSON itself, instead of a file"),
+    "FILIERA_MAX_BODY_BYTES": ("max_body_bytes", "largest request body accepted (1048576)"),
+    "FILIERA_MAX_BATCH": ("max_batch", "most entries in one batch request (1000)"),
+    "FILIERA_PAGE_MAX": ("page_max", "largest page of blocks or participants (1000)"),
+    "FILIERA_SEAL_TIMEOUT": ("seal_timeout", "seconds a request waits for its block (30)"),
+    "FILIERA_SEAL_INTERVAL": ("seal_interval", "seconds between background sealing rounds (1)"),
+    "FILIERA_SQLITE_SYNCHRONOUS": ("sqlite_synchronous", "SQLite synchronous: FULL or EXTRA"),
+    "FILIERA_SQLITE_JOURNAL_MODE": ("sqlite_journal_mode", "SQLite journal mode: WAL"),
+    "FILIERA_LOG_LEVEL": ("log_level", "logging level (INFO)"),
+}
+
+
+def normalise_database_url(url: str) -> str:
+    """Make a plain ``postgresql://`` URL use the driver Filiera installs (psycopg 3)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    ledger_key_file: Path = Path("var/ledger.key")
+    ledger_key_json: str | None = field(default=None, repr=False)
+    max_body_bytes: int = MiB
+    max_batch: int = 1000
+    page_max: int = 1000
+    seal_timeout: float = 30.0
+    seal_interval: float = 1.0
+    sqlite_synchronous: str = "FULL"
+    sqlite_journal_mode: str = "WAL"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read ``FILIERA_*`` variables (``os.environ`` by default); ``overrides`` win.
+
+        Raises ConfigurationError for a value of the wrong form.
+        """
+        env = os.environ if environ is None else environ
+        data_dir = Path(env.get("FILIERA_DATA_DIR", "var"))
+        values: dict[str, object] = {
+            "data_dir": data_dir,
+            "database_url": env.get("FILIERA_DATABASE_URL", ""),
+            "ledger_key_file": Path(
+                env.get("FILIERA_LEDGER_KEY_FILE", str(data_dir / "ledger.key"))
+            ),
+            "ledger_key_json": env.get("FILIERA_LEDGER_KEY") or None,
+            "sqlite_synchronous": env.get("FILIERA_SQLITE_SYNCHRONOUS", "FULL").upper(),
+            "sqlite_journal_mode": env.get("FILIERA_SQLITE_JOURNAL_MODE", "WAL").upper(),
+            "log_level": env.get("FILIERA_LOG_LEVEL", "INFO").upper(),
+        }
+        for name, attr, kind in (
+            ("FILIERA_MAX_BODY_BYTES", "max_body_bytes", int),
+            ("FILIERA_MAX_BATCH", "max_batch", int),
+            ("FILIERA_PAGE_MAX", "page_max", int),
+            ("FILIERA_SEAL_TIMEOUT", "seal_timeout", float),
+            ("FILIERA_SEAL_INTERVAL", "seal_interval", float),
+        ):
+            if name in env:
+                try:
+                    values[attr] = kind(env[name])
+                except ValueError as exc:
+                    raise ConfigurationError(f"{name} must be a number, got {env[name]!r}") from exc
+        values.update(overrides)
+        settings = cls(**values)  # type: ignore[arg-type]
+        if not settings.database_url:
+            settings = replace(
+                settings, database_url=f"sqlite:///{(settings.data_dir / 'filiera.db').resolve()}"
+            )
+        return replace(settings, database_url=normalise_database_url(settings.database_url))

@@ -1,0 +1,495 @@
+"""The ledger's error tree: one stable ``code`` per leaf, grouped by meaning.
+
+Every refusal the ledger can make is a leaf of :class:`LedgerError`. The HTTP layer maps the
+category (the first-level subclass) to a status in one table (``api/problems.py``); the CLI
+maps it to an exit code. ``code`` values are part of the wire contract (PROTOCOL.md §6) and
+never change once released.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "LedgerError",
+    # categories
+    "MalformedInput",
+    "Unauthenticated",
+    "Forbidden",
+    "NotFound",
+    "Conflict",
+    "RuleViolation",
+    "TooLarge",
+    "UnsupportedMedia",
+    "Unavailable",
+    "IntegrityFailure",
+    "SignatureRejected",
+    # malformed input
+    "MalformedJson",
+    "DuplicateKey",
+    "InvalidNumber",
+    "InvalidString",
+    "TooDeep",
+    "InvalidField",
+    "MissingField",
+    "UnknownField",
+    "UnknownType",
+    "WrongLedger",
+    "InvalidKey",
+    "WeakKey",
+    "InvalidSignatureEncoding",
+    "InvalidProofRequest",
+    "InvalidPage",
+    "PersonalData",
+    "MalformedNote",
+    "MalformedProof",
+    # authentication / authorisation of signatures
+    "InvalidSignature",
+    "UnknownKey",
+    "UnknownSigner",
+    "KeyRevoked",
+    "RoleNotAllowed",
+    "QuorumNotMet",
+    "MissingSignature",
+    # not found
+    "EntryNotFound",
+    "BlockNotFound",
+    "ParticipantNotFound",
+    "RouteNotFound",
+    "MethodNotAllowed",
+    # conflicts
+    "NonceReused",
+    "ParticipantExists",
+    "KeyInUse",
+    "LedgerExists",
+    # rule violations
+    "GenesisRequired",
+    "TimeInFuture",
+    "InvalidPolicy",
+    "ParticipantReserved",
+    "KeyNotActive",
+    # size and media
+    "PayloadTooLarge",
+    "BatchTooLarge",
+    "UnsupportedMediaType",
+    "UnsupportedEncoding",
+    # service
+    "NotInitialised",
+    "UnsafeConfiguration",
+    "SealTimeout",
+    # verification failures (raised by verify/audit; never by a request)
+    "InvalidProof",
+    "InvalidCheckpoint",
+    "ChainBroken",
+    "InvalidNoteSignature",
+    "NoTrustedSignature",
+    "OriginMismatch",
+    # local configuration
+    "ConfigurationError",
+    "UnsafeKeyFile",
+    "InvalidKeyFile",
+    "all_error_classes",
+    "error_for_code",
+]
+
+
+class LedgerError(Exception):
+    """Base of every refusal. ``code`` is stable; ``detail`` tells the caller what to do.
+
+    ``facts`` carries machine-readable context (field names, ids, sizes) that the HTTP layer
+    adds to the problem document as extension members.
+    """
+
+    code: ClassVar[str] = "ledger_error"
+    title: ClassVar[str] = "Ledger error"
+
+    def __init__(self, detail: str, **facts: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.facts = facts
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+# --- categories: each maps to one HTTP status in api/problems.py -------------------------
+
+
+class MalformedInput(LedgerError):
+    code = "malformed_input"
+    title = "Malformed input"
+
+
+class Unauthenticated(LedgerError):
+    code = "unauthenticated"
+    title = "Authentication failed"
+
+
+class Forbidden(LedgerError):
+    code = "forbidden"
+    title = "Not allowed"
+
+
+class NotFound(LedgerError):
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(LedgerError):
+    code = "conflict"
+    title = "Conflict with the ledger"
+
+
+class RuleViolation(LedgerError):
+    code = "rule_violation"
+    title = "Ledger rule violated"
+
+
+class TooLarge(LedgerError):
+    code = "too_large"
+    title = "Too large"
+
+
+class UnsupportedMedia(LedgerError):
+    code = "unsupported_media"
+    title = "Unsupported media"
+
+
+class Unavailable(LedgerError):
+    code = "unavailable"
+    title = "Service unavailable"
+
+
+class IntegrityFailure(LedgerError):
+    """The stored or presented evidence does not verify: tampering or a broken proof."""
+
+    code = "integrity_failure"
+    title = "Verification failed"
+
+
+# --- malformed input --------------------------------------------------------------------
+
+
+class MalformedJson(MalformedInput):
+    code = "malformed_json"
+    title = "Malformed JSON"
+
+
+class DuplicateKey(MalformedInput):
+    code = "duplicate_key"
+    title = "Duplicate JSON object key"
+
+
+class InvalidNumber(MalformedInput):
+    code = "invalid_number"
+    title = "Number outside I-JSON"
+
+
+class InvalidString(MalformedInput):
+    code = "invalid_string"
+    title = "String is not valid Unicode"
+
+
+class TooDeep(MalformedInput):
+    code = "too_deep"
+    title = "JSON nested too deeply"
+
+
+class InvalidField(MalformedInput):
+    code = "invalid_field"
+    title = "Invalid field"
+
+
+class MissingField(MalformedInput):
+    code = "missing_field"
+    title = "Missing field"
+
+
+class UnknownField(MalformedInput):
+    code = "unknown_field"
+    title = "Unknown field"
+
+
+class UnknownType(MalformedInput):
+    code = "unknown_type"
+    title = "Unknown entry type"
+
+
+class WrongLedger(MalformedInput):
+    code = "wrong_ledger"
+    title = "Entry is for another ledger"
+
+
+class InvalidKey(MalformedInput):
+    code = "invalid_key"
+    title = "Invalid public key"
+
+
+class WeakKey(MalformedInput):
+    code = "weak_key"
+    title = "Public key refused"
+
+
+class InvalidSignatureEncoding(MalformedInput):
+    code = "invalid_signature_encoding"
+    title = "Signature is not 64 bytes of base64"
+
+
+class InvalidProofRequest(MalformedInput):
+    code = "invalid_proof_request"
+    title = "Proof parameters out of range"
+
+
+class InvalidPage(MalformedInput):
+    code = "invalid_page"
+    title = "Invalid paging parameters"
+
+
+class PersonalData(MalformedInput):
+    code = "personal_data"
+    title = "Personal data refused"
+
+
+class MalformedNote(MalformedInput):
+    code = "malformed_note"
+    title = "Malformed signed note"
+
+
+class MalformedProof(MalformedInput):
+    code = "malformed_proof"
+    title = "Malformed proof"
+
+
+# --- signatures and authorisation ------------------------------------------------------
+
+
+class SignatureRejected(LedgerError):
+    """An entry's signature cannot be accepted: it does not verify or names no known key."""
+
+    code = "signature_rejected"
+    title = "Signature rejected"
+
+
+class InvalidSignature(SignatureRejected):
+    code = "invalid_signature"
+    title = "Signature does not verify"
+
+
+class UnknownKey(SignatureRejected):
+    code = "unknown_key"
+    title = "Unknown key"
+
+
+class UnknownSigner(SignatureRejected):
+    code = "unknown_signer"
+    title = "Unknown signer"
+
+
+class KeyRevoked(Forbidden):
+    code = "key_revoked"
+    title = "Key revoked"
+
+
+class KeyNotActive(Forbidden):
+    code = "key_not_active"
+    title = "Key not active"
+
+
+class RoleNotAllowed(Forbidden):
+    code = "role_not_allowed"
+    title = "Role does not allow this entry type"
+
+
+class QuorumNotMet(Forbidden):
+    code = "quorum_not_met"
+    title = "Admin quorum not met"
+
+
+class MissingSignature(Forbidden):
+    code = "missing_signature"
+    title = "A required signature is missing"
+
+
+# --- not found ---------------------------------------------------------------------------
+
+
+class EntryNotFound(NotFound):
+    code = "entry_not_found"
+    title = "Entry not found"
+
+
+class BlockNotFound(NotFound):
+    code = "block_not_found"
+    title = "Block not found"
+
+
+class ParticipantNotFound(NotFound):
+    code = "participant_not_found"
+    title = "Participant not found"
+
+
+class RouteNotFound(NotFound):
+    code = "route_not_found"
+    title = "No such resource"
+
+
+class MethodNotAllowed(LedgerError):
+    code = "method_not_allowed"
+    title = "Method not allowed"
+
+
+# --- conflicts with the log --------------------------------------------------------------
+
+
+class NonceReused(Conflict):
+    code = "nonce_reused"
+    title = "Nonce already used with a different entry"
+
+
+class ParticipantExists(Conflict):
+    code = "participant_exists"
+    title = "Participant id already registered"
+
+
+class KeyInUse(Conflict):
+    code = "key_in_use"
+    title = "Key already registered"
+
+
+class LedgerExists(Conflict):
+    code = "ledger_exists"
+    title = "Ledger already initialised"
+
+
+# --- rule violations ---------------------------------------------------------------------
+
+
+class GenesisRequired(RuleViolation):
+    code = "genesis_misplaced"
+    title = "Genesis entry misplaced"
+
+
+class TimeInFuture(RuleViolation):
+    code = "time_in_future"
+    title = "Entry time is in the future"
+
+
+class InvalidPolicy(RuleViolation):
+    code = "invalid_policy"
+    title = "Invalid ledger policy"
+
+
+class ParticipantReserved(RuleViolation):
+    code = "participant_reserved"
+    title = "Participant id reserved"
+
+
+# --- size and media ----------------------------------------------------------------------
+
+
+class PayloadTooLarge(TooLarge):
+    code = "payload_too_large"
+    title = "Request body too large"
+
+
+class BatchTooLarge(TooLarge):
+    code = "batch_too_large"
+    title = "Too many entries in one batch"
+
+
+class UnsupportedMediaType(UnsupportedMedia):
+    code = "unsupported_media_type"
+    title = "Unsupported content type"
+
+
+class UnsupportedEncoding(UnsupportedMedia):
+    code = "unsupported_content_encoding"
+    title = "Unsupported content encoding"
+
+
+# --- service -----------------------------------------------------------------------------
+
+
+class NotInitialised(Unavailable):
+    code = "not_initialised"
+    title = "Ledger not initialised"
+
+
+class UnsafeConfiguration(Unavailable):
+    code = "unsafe_configuration"
+    title = "Unsafe database configuration"
+
+
+class SealTimeout(Unavailable):
+    code = "seal_timeout"
+    title = "Entry accepted but not yet sealed"
+
+
+# --- verification ------------------------------------------------------------------------
+
+
+class InvalidProof(IntegrityFailure):
+    code = "invalid_proof"
+    title = "Proof does not verify"
+
+
+class InvalidCheckpoint(IntegrityFailure):
+    code = "invalid_checkpoint"
+    title = "Checkpoint does not verify"
+
+
+class ChainBroken(IntegrityFailure):
+    code = "chain_broken"
+    title = "Ledger chain does not verify"
+
+
+class InvalidNoteSignature(IntegrityFailure):
+    code = "invalid_note_signature"
+    title = "A trusted key's note signature does not verify"
+
+
+class NoTrustedSignature(IntegrityFailure):
+    code = "no_trusted_signature"
+    title = "No signature by a trusted key"
+
+
+class OriginMismatch(IntegrityFailure):
+    code = "origin_mismatch"
+    title = "Checkpoint is for another log"
+
+
+# --- local configuration (CLI and start-up; never caused by a request) -------------------
+
+
+class ConfigurationError(LedgerError):
+    code = "configuration_error"
+    title = "Configuration error"
+
+
+class UnsafeKeyFile(ConfigurationError):
+    code = "unsafe_key_file"
+    title = "Key file readable by others"
+
+
+class InvalidKeyFile(ConfigurationError):
+    code = "invalid_key_file"
+    title = "Key file is not a valid Filiera key file"
+
+
+def all_error_classes() -> list[type[LedgerError]]:
+    """Every class of the tree, root first (for the code table and its tests)."""
+    found: list[type[LedgerError]] = []
+    todo: list[type[LedgerError]] = [LedgerError]
+    while todo:
+        cls = todo.pop(0)
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def error_for_code(code: str, detail: str, **facts: Any) -> LedgerError:
+    """Rebuild an error from its stored code (a refusal recorded at sealing)."""
+    for cls in all_error_classes():
+        if cls.code == code:
+            return cls(detail, **facts)
+    return LedgerError(detail, **facts)

@@ -1,0 +1,490 @@
+"""The database: engines per dialect, durability checks, and every query the ledger makes.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` and writers take the
+database lock up front (``BEGIN IMMEDIATE``); PostgreSQL serialises appends with a
+transaction-scoped advisory lock. Either way only one transaction appends at a time, and an
+entry is acknowledged only after the transaction that seals it has committed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, create_engine, event, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from ..config import Settings
+from ..errors import NotInitialised, UnsafeConfiguration, Unavailable
+from ..merkle import NodeId
+from ..state import KeyRecord, ParticipantRecord, Policy
+from . import schema as t
+
+__all__ = [
+    "BlockRow",
+    "EntryRow",
+    "Store",
+    "DbStateSource",
+    "make_engine",
+    "check_durability",
+]
+
+# Any 64-bit constant will do; it only has to be the same in every process of one ledger.
+APPEND_LOCK_KEY = 0x46494C4945524131  # "FILIERA1"
+
+SAFE_SQLITE_SYNCHRONOUS = {"FULL", "EXTRA"}
+SAFE_SQLITE_JOURNAL = {"WAL"}
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRow:
+    height: int
+    hash: str
+    prev: str
+    time: str
+    first_index: int
+    tree_size: int
+    root: str
+    signature: str
+    checkpoint: str
+
+    def header_json(self, origin: str) -> dict[str, Any]:
+        return {
+            "ledger": origin,
+            "height": self.height,
+            "prev": self.prev,
+            "time": self.time,
+            "first_index": self.first_index,
+            "tree_size": self.tree_size,
+            "root": self.root,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    idx: int
+    id: str
+    height: int
+    type: str
+    author: str
+    nonce: str
+    leaf_hash: str
+    leaf_data: str
+
+
+def make_engine(settings: Settings) -> Engine:
+    """An engine configured for durability on either dialect."""
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # NullPool: SQLite connections are cheap, and a pooled connection kept across a fork
+        # (gunicorn) would be shared by two processes.
+        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+        sync, journal = settings.sqlite_synchronous, settings.sqlite_journal_mode
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event, not the driver, start transactions, so that
+            # writers can BEGIN IMMEDIATE (the pysqlite recipe in SQLAlchemy's docs).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA journal_mode={journal}")
+            cur.execute(f"PRAGMA synchronous={sync}")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+
+
+def check_durability(engine: Engine) -> None:
+    """Refuse to run on a database that could lose acknowledged entries (TESTPLAN T12).
+
+    Raises UnsafeConfiguration naming the setting and the value to use instead.
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            sync = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(
+                conn.exec_driver_sql("PRAGMA synchronous").scalar_one(), "?"
+            )
+            journal = str(conn.exec_driver_sql("PRAGMA journal_mode").scalar_one()).upper()
+            if sync not in SAFE_SQLITE_SYNCHRONOUS:
+                raise UnsafeConfiguration(
+                    f"SQLite synchronous={sync} can lose acknowledged entries on power loss; "
+                    "set FILIERA_SQLITE_SYNCHRONOUS=FULL",
+                    setting="synchronous",
+                    value=sync,
+                )
+            if journal not in SAFE_SQLITE_JOURNAL:
+                raise UnsafeConfiguration(
+                    f"SQLite journal_mode={journal} is not supported; Filiera needs WAL "
+                    "(set FILIERA_SQLITE_JOURNAL_MODE=WAL)",
+                    setting="journal_mode",
+                    value=journal,
+                )
+        elif engine.dialect.name == "postgresql":
+            settings = {
+                name: str(conn.exec_driver_sql(f"SHOW {name}").scalar_one())
+                for name in ("synchronous_commit", "fsync", "full_page_writes")
+            }
+            check_postgres_settings(settings)
+
+
+def check_postgres_settings(settings: Mapping[str, str]) -> None:
+    """The PostgreSQL half of :func:`check_durability`, on values already read."""
+    if settings.get("synchronous_commit") in ("off", "local"):
+        raise UnsafeConfiguration(
+            f"PostgreSQL synchronous_commit={settings['synchronous_commit']} acknowledges "
+            "commits before they are durable; set it to on",
+            setting="synchronous_commit",
+            value=settings["synchronous_commit"],
+        )
+    for name in ("fsync", "full_page_writes"):
+        if settings.get(name) == "off":
+            raise UnsafeConfiguration(
+                f"PostgreSQL {name}=off can corrupt or lose the log on a crash; set it to on",
+                setting=name,
+                value="off",
+            )
+
+
+def _block(row: Any) -> BlockRow:
+    return BlockRow(
+        height=row.height, hash=row.hash, prev=row.prev, time=row.time,
+        first_index=row.first_index, tree_size=row.tree_size, root=row.root,
+        signature=row.signature, checkpoint=row.checkpoint,
+    )
+
+
+def _entry(row: Any) -> EntryRow:
+    return EntryRow(
+        idx=row.idx, id=row.id, height=row.height, type=row.type, author=row.author,
+        nonce=row.nonce, leaf_hash=row.leaf_hash, leaf_data=row.leaf_data,
+    )
+
+
+class Store:
+    """Queries over one database. Thread-safe; one per process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._policy: Policy | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, *, check: bool = True) -> Store:
+        """Open the database named by ``settings``.
+
+        With ``check``, refuses unsafe durability settings (UnsafeConfiguration) and a
+        database without Filiera's schema (NotInitialised).
+        """
+        store = cls(make_engine(settings))
+        if check:
+            try:
+                check_durability(store.engine)
+            except OperationalError as exc:
+                raise Unavailable(f"cannot reach the database: {exc.orig}") from exc
+            from .migrate import is_current
+
+            if not is_current(store.engine):
+                raise NotInitialised(
+                    "the database has no Filiera schema or an old one; run `filiera init` "
+                    "(new ledger) or `filiera migrate`"
+                )
+        return store
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- transactions -----------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction (one consistent snapshot on SQLite WAL)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A short write transaction that does not append to the log (the intake queue)."""
+        with self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def append(self, *, lock_timeout_s: float = 30.0) -> Iterator[Connection]:
+        """The one transaction at a time that may append to the log.
+
+        SQLite: BEGIN IMMEDIATE takes the database's write lock. PostgreSQL: a
+        transaction-scoped advisory lock, released by COMMIT or ROLLBACK, even if the process
+        dies (the server ends its session).
+        """
+        with self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
+                yield conn
+
+    # --- reads ------------------------------------------------------------------------
+
+    def policy(self, conn: Connection) -> Policy | None:
+        """The genesis policy (cached: it never changes once sealed)."""
+        if self._policy is None:
+            row = conn.execute(select(t.entries.c.leaf_data).where(t.entries.c.idx == 0)).first()
+            if row is None:
+                return None
+            payload = json.loads(row.leaf_data)["payload"]
+            self._policy = Policy(
+                origin=payload["ledger"],
+                ledger_key=base64.b64decode(payload["ledger_key"]),
+                admin_quorum=payload["policy"]["admin_quorum"],
+            )
+        return self._policy
+
+    def head(self, conn: Connection) -> BlockRow | None:
+        row = conn.execute(select(t.blocks).order_by(t.blocks.c.height.desc()).limit(1)).first()
+        return _block(row) if row else None
+
+    def block(self, conn: Connection, height: int) -> BlockRow | None:
+        row = conn.execute(select(t.blocks).where(t.blocks.c.height == height)).first()
+        return _block(row) if row else None
+
+    def block_for_index(self, conn: Connection, index: int) -> BlockRow | None:
+        """The block that sealed log position ``index``."""
+        row = conn.execute(
+            select(t.blocks).where(t.blocks.c.tree_size > index).order_by(t.blocks.c.tree_size).limit(1)
+        ).first()
+        return _block(row) if row else None
+
+    def block_for_size(self, conn: Connection, tree_size: int) -> BlockRow | None:
+        row = conn.execute(select(t.blocks).where(t.blocks.c.tree_size == tree_size)).first()
+        return _block(row) if row else None
+
+    def blocks(self, conn: Connection, *, start: int, limit: int) -> list[BlockRow]:
+        rows = conn.execute(
+            select(t.blocks).where(t.blocks.c.height >= start).order_by(t.blocks.c.height).limit(limit)
+        )
+        return [_block(r) for r in rows]
+
+    def block_entry_ids(self, conn: Connection, block: BlockRow) -> list[str]:
+        rows = conn.execute(
+            select(t.entries.c.id)
+            .where(t.entries.c.idx >= block.first_index, t.entries.c.idx < block.tree_size)
+            .order_by(t.entries.c.idx)
+        )
+        return [r.id for r in rows]
+
+    def entries_range(self, conn: Connection, start: int, end: int) -> list[EntryRow]:
+        rows = conn.execute(
+            select(t.entries)
+            .where(t.entries.c.idx >= start, t.entries.c.idx < end)
+            .order_by(t.entries.c.idx)
+        )
+        return [_entry(r) for r in rows]
+
+    def entry_by_id(self, conn: Connection, entry_id: str) -> EntryRow | None:
+        row = conn.execute(select(t.entries).where(t.entries.c.id == entry_id)).first()
+        return _entry(row) if row else None
+
+    def entry_by_index(self, conn: Connection, index: int) -> EntryRow | None:
+        row = conn.execute(select(t.entries).where(t.entries.c.idx == index)).first()
+        return _entry(row) if row else None
+
+    def existing_ids(self, conn: Connection, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            found.update(
+                r.id for r in conn.execute(select(t.entries.c.id).where(t.entries.c.id.in_(chunk)))
+            )
+        return found
+
+    def nodes(self, conn: Connection, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
+        """The stored hashes of the named perfect subtrees (a handful per proof)."""
+        wanted = sorted(set(ids))
+        found: dict[NodeId, bytes] = {}
+        for i in range(0, len(wanted), 200):
+            chunk = wanted[i : i + 200]
+            cond = or_(*(and_(t.merkle_nodes.c.level == lv, t.merkle_nodes.c.idx == ix) for lv, ix in chunk))
+            for r in conn.execute(select(t.merkle_nodes).where(cond)):
+                found[(r.level, r.idx)] = bytes(r.hash)
+        return found
+
+    def participant(self, conn: Connection, participant_id: str) -> ParticipantRecord | None:
+        row = conn.execute(select(t.participants).where(t.participants.c.id == participant_id)).first()
+        return _participant(row) if row else None
+
+    def participants(self, conn: Connection, *, after: str, limit: int) -> list[ParticipantRecord]:
+        rows = conn.execute(
+            select(t.participants).where(t.participants.c.id > after).order_by(t.participants.c.id).limit(limit)
+        )
+        return [_participant(r) for r in rows]
+
+    def keys_of(self, conn: Connection, participant_id: str) -> list[KeyRecord]:
+        rows = conn.execute(
+            select(t.participant_keys)
+            .where(t.participant_keys.c.participant == participant_id)
+            .order_by(t.participant_keys.c.added_index, t.participant_keys.c.key_id)
+        )
+        return [_key(r) for r in rows]
+
+    def key(self, conn: Connection, key_id: str) -> KeyRecord | None:
+        row = conn.execute(select(t.participant_keys).where(t.participant_keys.c.key_id == key_id)).first()
+        return _key(row) if row else None
+
+    def nonce_entry(self, conn: Connection, author: str, nonce: str) -> str | None:
+        row = conn.execute(
+            select(t.entries.c.id).where(t.entries.c.author == author, t.entries.c.nonce == nonce)
+        ).first()
+        return row.id if row else None
+
+    def count_entries(self, conn: Connection) -> int:
+        return int(conn.execute(select(func.count()).select_from(t.entries)).scalar_one())
+
+    # --- the intake queue ---------------------------------------------------------------
+
+    def pending_row(self, conn: Connection, entry_id: str) -> Any:
+        return conn.execute(select(t.pending).where(t.pending.c.id == entry_id)).first()
+
+    def pending_batch(self, conn: Connection, limit: int) -> list[Any]:
+        return list(
+            conn.execute(
+                select(t.pending).where(t.pending.c.status == "pending").order_by(t.pending.c.seq).limit(limit)
+            )
+        )
+
+    def has_pending(self, conn: Connection) -> bool:
+        return conn.execute(select(t.pending.c.seq).where(t.pending.c.status == "pending").limit(1)).first() is not None
+
+    def enqueue(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert intake rows; an id already queued is left as it is (idempotent)."""
+        if not rows:
+            return
+        ins = pg_insert(t.pending) if self.dialect == "postgresql" else sqlite_insert(t.pending)
+        conn.execute(ins.on_conflict_do_nothing(index_elements=["id"]), list(rows))
+
+    def forget_rejected(self, conn: Connection, ids: Sequence[str]) -> None:
+        if ids:
+            conn.execute(t.pending.delete().where(t.pending.c.id.in_(ids), t.pending.c.status == "rejected"))
+
+    # --- appends (inside Store.append) ----------------------------------------------------
+
+    def write_block(
+        self,
+        conn: Connection,
+        *,
+        entries: Sequence[Mapping[str, Any]],
+        nodes: Sequence[tuple[NodeId, bytes]],
+        block: Mapping[str, Any],
+        participants: Sequence[ParticipantRecord],
+        keys: Sequence[KeyRecord],
+    ) -> None:
+        conn.execute(t.entries.insert(), list(entries))
+        conn.execute(
+            t.merkle_nodes.insert(),
+            [{"level": lv, "idx": ix, "hash": h} for (lv, ix), h in nodes],
+        )
+        conn.execute(t.blocks.insert(), [dict(block)])
+        for p in participants:
+            values = {
+                "name": p.name,
+                "roles": json.dumps(list(p.roles)),
+                "attributes": json.dumps(p.attributes, sort_keys=True),
+                "registered_index": p.registered_index,
+                "registered_height": p.registered_height,
+                "updated_index": p.updated_index,
+            }
+            updated = conn.execute(t.participants.update().where(t.participants.c.id == p.id).values(values))
+            if updated.rowcount == 0:
+                conn.execute(t.participants.insert().values(id=p.id, **values))
+        for k in keys:
+            values = {
+                "participant": k.participant,
+                "public_key": base64.b64encode(k.public_key).decode("ascii"),
+                "added_index": k.added_index,
+                "added_height": k.added_height,
+                "revoked_index": k.revoked_index,
+                "revoked_height": k.revoked_height,
+                "reason": k.reason,
+            }
+            updated = conn.execute(
+                t.participant_keys.update().where(t.participant_keys.c.key_id == k.key_id).values(values)
+            )
+            if updated.rowcount == 0:
+                conn.execute(t.participant_keys.insert().values(key_id=k.key_id, **values))
+
+    def settle_pending(
+        self, conn: Connection, *, sealed: Sequence[str], rejected: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Drop sealed rows from the queue; mark refused ones with their code and detail."""
+        for i in range(0, len(sealed), 500):
+            conn.execute(t.pending.delete().where(t.pending.c.id.in_(sealed[i : i + 500])))
+        for entry_id, code, detail in rejected:
+            conn.execute(
+                t.pending.update()
+                .where(t.pending.c.id == entry_id)
+                .values(status="rejected", code=code, detail=detail)
+            )
+
+
+def _participant(row: Any) -> ParticipantRecord:
+    return ParticipantRecord(
+        id=row.id,
+        name=row.name,
+        roles=tuple(json.loads(row.roles)),
+        attributes=json.loads(row.attributes),
+        registered_index=row.registered_index,
+        registered_height=row.registered_height,
+        updated_index=row.updated_index,
+    )
+
+
+def _key(row: Any) -> KeyRecord:
+    return KeyRecord(
+        key_id=row.key_id,
+        participant=row.participant,
+        public_key=base64.b64decode(row.public_key),
+        added_index=row.added_index,
+        added_height=row.added_height,
+        revoked_index=row.revoked_index,
+        revoked_height=row.revoked_height,
+        reason=row.reason,
+    )
+
+
+class DbStateSource:
+    """Loads ledger state records from the database, inside the caller's transaction."""
+
+    def __init__(self, store: Store, conn: Connection) -> None:
+        self.store = store
+        self.conn = conn
+
+    def load_policy(self) -> Policy | None:
+        return self.store.policy(self.conn)
+
+    def load_participant(self, participant_id: str) -> ParticipantRecord | None:
+        return self.store.participant(self.conn, participant_id)
+
+    def load_key(self, key_id: str) -> KeyRecord | None:
+        return self.store.key(self.conn, key_id)
+
+    def load_nonce(self, author: str, nonce: str) -> str | None:
+        return self.store.nonce_entry(self.conn, author, nonce)
+
+

@@ -1,0 +1,111 @@
+"""Fixtures: a fresh ledger per test on SQLite (a temp file) and on PostgreSQL (a fresh schema
+in the server at FILIERA_TEST_PG_URL, default postgresql://postgres@127.0.0.1:5432/test).
+
+PostgreSQL is part of the suite: if it cannot be reached the PostgreSQL tests fail, they are
+not skipped (set FILIERA_SKIP_PG=1 to deselect them knowingly on a laptop without it).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ledger.config import Settings
+from ledger.keys import read_key_file
+
+from .factories import ORIGIN, Member
+
+PG_URL = os.environ.get("FILIERA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SKIP_PG = os.environ.get("FILIERA_SKIP_PG") == "1"
+BACKENDS = ["sqlite"] + ([] if SKIP_PG else ["postgresql"])
+VECTORS = Path(__file__).parent / "vectors"
+
+
+def _pg_admin_engine() -> Any:
+    from sqlalchemy import create_engine
+
+    from ledger.config import normalise_database_url
+
+    return create_engine(normalise_database_url(PG_URL), isolation_level="AUTOCOMMIT")
+
+
+@dataclass
+class Db:
+    backend: str
+    url: str
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    """An empty database on each backend."""
+    if request.param == "sqlite":
+        yield Db("sqlite", f"sqlite:///{tmp_path / 'filiera.db'}")
+        return
+    schema = "t_" + uuid.uuid4().hex[:12]
+    engine = _pg_admin_engine()
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL is part of the suite but {PG_URL} is unreachable: {exc}")
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield Db("postgresql", f"{PG_URL}{sep}options=-csearch_path%3D{schema}")
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
+
+
+@dataclass
+class LedgerEnv:
+    settings: Settings
+    admin: Member
+    ledger_key: Any
+    backend: str
+
+
+@pytest.fixture
+def ledger_env(db: Db, tmp_path: Path) -> LedgerEnv:
+    """A freshly initialised ledger (genesis sealed) with its admin's key."""
+    from api.cli import init_ledger
+
+    settings = Settings.from_env(
+        {},
+        data_dir=tmp_path / "data",
+        ledger_key_file=tmp_path / "data" / "ledger.key",
+        database_url=db.url,
+        seal_interval=0.0,
+    )
+    init_ledger(settings, origin=ORIGIN, admin="admin", admin_name="Consortium admin")
+    admin_file = read_key_file(settings.data_dir / "admin.key")
+    return LedgerEnv(
+        settings=settings,
+        admin=Member("admin", admin_file.signing_key),
+        ledger_key=read_key_file(settings.ledger_key_file).signing_key,
+        backend=db.backend,
+    )
+
+
+@pytest.fixture
+def app(ledger_env: LedgerEnv) -> Iterator[Flask]:
+    from api import create_app
+
+    application = create_app(ledger_env.settings, background_sealing=False)
+    yield application
+    svc = application.extensions["filiera"]
+    svc.sealer.stop_background()
+    svc.store.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
