@@ -88,6 +88,26 @@ __all__ = [
     "ConfigurationError",
     "UnsafeKeyFile",
     "InvalidKeyFile",
+    "NotCustodian",
+    "LotInTransit",
+    "LotConsumed",
+    "DuplicateLot",
+    "UnknownLot",
+    "UnknownHandoff",
+    "HandoffNotOpen",
+    "NotRecipient",
+    "UnknownParticipant",
+    "SameParty",
+    "ContractExists",
+    "UnknownContract",
+    "ContractNotOpen",
+    "ContractPartiesMismatch",
+    "CurrencyMismatch",
+    "MissingCosignature",
+    "UnknownPayment",
+    "PaymentConfirmed",
+    "UnknownSubject",
+    "NotAParty",
     "all_error_classes",
     "error_for_code",
 ]
@@ -474,6 +494,109 @@ class UnsafeKeyFile(ConfigurationError):
 class InvalidKeyFile(ConfigurationError):
     code = "invalid_key_file"
     title = "Key file is not a valid Filiera key file"
+
+
+# --- supply chain and commerce (PROTOCOL §4) --------------------------------------------
+
+
+class NotCustodian(RuleViolation):
+    code = "not_custodian"
+    title = "Not the lot's custodian"
+
+
+class LotInTransit(RuleViolation):
+    code = "lot_in_transit"
+    title = "Lot is in transit"
+
+
+class LotConsumed(RuleViolation):
+    code = "lot_consumed"
+    title = "Lot was consumed by a transformation"
+
+
+class DuplicateLot(Conflict):
+    code = "duplicate_lot"
+    title = "Lot id already used"
+
+
+class UnknownLot(RuleViolation):
+    code = "unknown_lot"
+    title = "Unknown lot"
+
+
+class UnknownHandoff(RuleViolation):
+    code = "unknown_handoff"
+    title = "Unknown handoff"
+
+
+class HandoffNotOpen(RuleViolation):
+    code = "handoff_not_open"
+    title = "Handoff already received or rejected"
+
+
+class NotRecipient(Forbidden):
+    code = "not_recipient"
+    title = "Not the handoff's recipient"
+
+
+class UnknownParticipant(RuleViolation):
+    code = "unknown_participant"
+    title = "Entry names an unregistered participant"
+
+
+class SameParty(RuleViolation):
+    code = "same_party"
+    title = "Both sides are the same participant"
+
+
+class ContractExists(Conflict):
+    code = "contract_exists"
+    title = "Contract id already used"
+
+
+class UnknownContract(RuleViolation):
+    code = "unknown_contract"
+    title = "Unknown contract"
+
+
+class ContractNotOpen(RuleViolation):
+    code = "contract_not_open"
+    title = "Contract is closed"
+
+
+class ContractPartiesMismatch(RuleViolation):
+    code = "contract_parties_mismatch"
+    title = "Parties do not match the contract"
+
+
+class CurrencyMismatch(RuleViolation):
+    code = "currency_mismatch"
+    title = "Currency differs from the contract's"
+
+
+class MissingCosignature(Forbidden):
+    code = "missing_cosignature"
+    title = "A party's co-signature is missing"
+
+
+class UnknownPayment(RuleViolation):
+    code = "unknown_payment"
+    title = "Unknown payment"
+
+
+class PaymentConfirmed(Conflict):
+    code = "payment_already_confirmed"
+    title = "Payment already confirmed"
+
+
+class UnknownSubject(RuleViolation):
+    code = "unknown_subject"
+    title = "Attestation subject not in the ledger"
+
+
+class NotAParty(Forbidden):
+    code = "not_a_party"
+    title = "Signer is not a party to this entry"
 
 
 def all_error_classes() -> list[type[LedgerError]]:

@@ -19,9 +19,11 @@ from typing import Any
 
 from .encoding import (
     check_key_id,
+    check_lot_id,
     check_nonce,
     check_participant_id,
     parse_time,
+    unhex32,
 )
 from .errors import InvalidField, MissingField, PersonalData, UnknownField, UnknownType
 from .keys import PublicKey
@@ -42,6 +44,7 @@ MAX_REASON = 500
 MAX_ADMINS = 64
 MAX_KEYS = 16
 MAX_ATTRIBUTES = 32
+MAX_LOTS = 1000
 
 
 class EntryType(StrEnum):
@@ -50,6 +53,15 @@ class EntryType(StrEnum):
     PARTICIPANT_UPDATE = "participant.update"
     KEY_ADD = "key.add"
     KEY_REVOKE = "key.revoke"
+    ORIGIN = "origin"
+    HANDOFF = "handoff"
+    RECEIPT = "receipt"
+    TRANSFORM = "transform"
+    ATTESTATION = "attestation"
+    CONTRACT = "contract"
+    CONTRACT_CLOSE = "contract.close"
+    PAYMENT = "payment"
+    PAYMENT_CONFIRM = "payment.confirm"
 
 
 class Role(StrEnum):
@@ -178,6 +190,92 @@ def _const(expected: str) -> Check:
     return check
 
 
+def _lot_id(value: Any, field: str) -> str:
+    return check_lot_id(value, field=field)
+
+
+def _entry_id(value: Any, field: str) -> str:
+    unhex32(value, field=field)
+    return str(value)
+
+
+_DECIMAL = re.compile(r"(?:0|[1-9][0-9]{0,17})(?:\.[0-9]{1,12})?")
+
+
+def _decimal(value: Any, field: str) -> str:
+    """A positive decimal string such as "12.50": money and quantities are never floats."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise InvalidField(
+            f"{field} must be a decimal string such as \"12.50\", not a JSON number", field=field
+        )
+    if not isinstance(value, str) or _DECIMAL.fullmatch(value) is None or not any(
+        c in "123456789" for c in value
+    ):
+        raise InvalidField(
+            f"{field} must be a positive decimal string such as \"12.50\"", field=field
+        )
+    return value
+
+
+def _date(value: Any, field: str) -> str:
+    """A calendar date, YYYY-MM-DD (RFC 3339 full-date)."""
+    import datetime as _dt
+
+    if not isinstance(value, str) or re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value) is None:
+        raise InvalidField(f"{field} must be a date YYYY-MM-DD", field=field)
+    try:
+        _dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidField(f"{field} is not a real calendar date", field=field) from exc
+    return value
+
+
+def _code(pattern: str, what: str) -> Check:
+    compiled = re.compile(pattern)
+
+    def check(value: Any, field: str) -> str:
+        if not isinstance(value, str) or compiled.fullmatch(value) is None:
+            raise InvalidField(f"{field} must be {what}", field=field)
+        return value
+
+    return check
+
+
+_COUNTRY = _code(r"[A-Z]{2}", "an ISO 3166-1 alpha-2 country code such as IT")
+_CURRENCY = _code(r"[A-Z]{3}", "an ISO 4217 currency code such as EUR")
+_CLAIM = _code(r"[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,63}", "a claim name such as organic or PDO")
+_UNIT = _code(r"[A-Za-z][A-Za-z0-9_.%/-]{0,15}", "a unit such as kg, l or bottle-750ml")
+
+
+def _coordinate(limit: float) -> Check:
+    def check(value: Any, field: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -limit <= value <= limit:
+            raise InvalidField(f"{field} must be a number from -{limit:g} to {limit:g}", field=field)
+        return float(value)
+
+    return check
+
+
+def _one_of(*allowed: str) -> Check:
+    def check(value: Any, field: str) -> str:
+        if value not in allowed:
+            raise InvalidField(f"{field} must be one of {', '.join(allowed)}", field=field)
+        return str(value)
+
+    return check
+
+
+def _unique(check: Check) -> Check:
+    def unique(value: Any, field: str) -> Any:
+        check(value, field)
+        keys = [v["lot"] if isinstance(v, dict) else v for v in value]
+        if len(set(keys)) != len(keys):
+            raise InvalidField(f"{field} lists a lot twice", field=field)
+        return value
+
+    return unique
+
+
 _KEY_OBJECT = _object({"public_key": FieldSpec(_public_key, doc="base64 Ed25519 public key")})
 
 _PARTICIPANT = {
@@ -189,6 +287,18 @@ _PARTICIPANT = {
     ),
     "attributes": FieldSpec(_attributes, required=False, doc="public business attributes"),
 }
+
+_LOT = _object(
+    {
+        "lot": FieldSpec(_lot_id, doc="lot id (EPC URNs fit)"),
+        "product": FieldSpec(_text(MAX_TEXT), doc="product name or GTIN"),
+        "quantity": FieldSpec(_decimal, doc="decimal string"),
+        "unit": FieldSpec(_UNIT, doc="unit of the quantity"),
+    }
+)
+_LOTS = _unique(_list_of(_LOT, min_items=1, max_items=MAX_LOTS))
+_LOT_IDS = _unique(_list_of(_lot_id, min_items=1, max_items=MAX_LOTS))
+_CLAIMS = _list_of(_CLAIM, min_items=1, max_items=32)
 
 COMMON_FIELDS: Mapping[str, FieldSpec] = {
     "ledger": FieldSpec(_text(MAX_TEXT), doc="the ledger's origin"),
@@ -226,6 +336,104 @@ TYPE_FIELDS: Mapping[EntryType, Mapping[str, FieldSpec]] = {
         "participant": FieldSpec(_participant_id),
         "key_id": FieldSpec(_key_id),
         "reason": FieldSpec(_text(MAX_REASON)),
+    },
+    EntryType.ORIGIN: {
+        "lots": FieldSpec(_LOTS, doc="new lots, held by the author"),
+        "site": FieldSpec(_text(MAX_TEXT), doc="where they were produced"),
+        "origin": FieldSpec(
+            _object(
+                {
+                    "country": FieldSpec(_COUNTRY),
+                    "region": FieldSpec(_text(MAX_TEXT), required=False),
+                    "place": FieldSpec(_text(MAX_TEXT), required=False),
+                    "geo": FieldSpec(
+                        _object({"lat": FieldSpec(_coordinate(90)), "lon": FieldSpec(_coordinate(180))}),
+                        required=False,
+                    ),
+                    "produced_on": FieldSpec(_date, required=False),
+                }
+            ),
+            doc="country, region, place, coordinates, production date",
+        ),
+        "claims": FieldSpec(_CLAIMS, required=False, doc="the producer's own claims"),
+    },
+    EntryType.HANDOFF: {
+        "from": FieldSpec(_participant_id, doc="sender, the current custodian"),
+        "to": FieldSpec(_participant_id, doc="recipient"),
+        "lots": FieldSpec(_LOT_IDS),
+        "dispatched_at": FieldSpec(_time),
+        "location": FieldSpec(_text(MAX_TEXT), required=False),
+        "contract": FieldSpec(_lot_id, required=False, doc="contract id"),
+        "shipment": FieldSpec(_text(MAX_TEXT), required=False, doc="shipment reference"),
+    },
+    EntryType.RECEIPT: {
+        "handoff": FieldSpec(_entry_id, doc="entry id of the handoff"),
+        "status": FieldSpec(_one_of("accepted", "rejected")),
+        "received_at": FieldSpec(_time),
+        "location": FieldSpec(_text(MAX_TEXT), required=False),
+    },
+    EntryType.TRANSFORM: {
+        "inputs": FieldSpec(_LOT_IDS, doc="lots consumed"),
+        "outputs": FieldSpec(_LOTS, doc="lots made"),
+        "site": FieldSpec(_text(MAX_TEXT)),
+        "process": FieldSpec(_text(MAX_TEXT), required=False),
+    },
+    EntryType.ATTESTATION: {
+        "subject": FieldSpec(_text(MAX_TEXT), doc="an entry id or a lot id"),
+        "claims": FieldSpec(_CLAIMS),
+        "certificate": FieldSpec(
+            _object(
+                {
+                    "scheme": FieldSpec(_text(MAX_TEXT)),
+                    "number": FieldSpec(_text(MAX_TEXT)),
+                    "valid_until": FieldSpec(_date),
+                }
+            ),
+            required=False,
+        ),
+    },
+    EntryType.CONTRACT: {
+        "contract": FieldSpec(_lot_id, doc="contract id"),
+        "buyer": FieldSpec(_participant_id),
+        "seller": FieldSpec(_participant_id),
+        "terms": FieldSpec(
+            _object(
+                {
+                    "product": FieldSpec(_text(MAX_TEXT)),
+                    "quantity": FieldSpec(_decimal),
+                    "unit": FieldSpec(_UNIT),
+                    "price": FieldSpec(_decimal),
+                    "currency": FieldSpec(_CURRENCY),
+                    "deliver_by": FieldSpec(_date),
+                    "requirements": FieldSpec(
+                        _object(
+                            {
+                                "countries": FieldSpec(_list_of(_COUNTRY, min_items=1, max_items=64), required=False),
+                                "claims": FieldSpec(_CLAIMS, required=False),
+                            }
+                        ),
+                        required=False,
+                    ),
+                }
+            )
+        ),
+    },
+    EntryType.CONTRACT_CLOSE: {
+        "contract": FieldSpec(_lot_id),
+        "status": FieldSpec(_one_of("fulfilled", "terminated")),
+        "reason": FieldSpec(_text(MAX_REASON), required=False),
+    },
+    EntryType.PAYMENT: {
+        "payer": FieldSpec(_participant_id),
+        "payee": FieldSpec(_participant_id),
+        "amount": FieldSpec(_decimal),
+        "currency": FieldSpec(_CURRENCY),
+        "contract": FieldSpec(_lot_id, required=False),
+        "invoice": FieldSpec(_text(MAX_TEXT), required=False),
+        "paid_at": FieldSpec(_time),
+    },
+    EntryType.PAYMENT_CONFIRM: {
+        "payment": FieldSpec(_entry_id, doc="entry id of the payment"),
     },
 }
 

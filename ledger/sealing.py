@@ -45,7 +45,9 @@ from .merkle import Frontier, build_proof, inclusion_plan, plan_nodes
 from .notes import Checkpoint, TlogProof, sign_checkpoint
 from .rules import Position, apply_entry, verify_signatures
 from .state import LedgerState
+from .storage import projection
 from .storage.store import BlockRow, DbStateSource, EntryRow, Store
+from .visibility import entry_parties
 
 __all__ = ["Sealer", "Receipt", "Outcome", "MAX_BLOCK_ENTRIES"]
 
@@ -320,6 +322,7 @@ class Sealer:
         frontier = Frontier(size, [self.store.nodes(conn, Frontier.needed(size))[n] for n in Frontier.needed(size)])
         rows: list[dict[str, Any]] = []
         nodes = []
+        parties: list[tuple[str, int]] = []
         for env, verified in todo:
             pos = Position(index=size + len(rows), height=height, block_time=block_time)
             try:
@@ -329,6 +332,7 @@ class Sealer:
                 continue
             nodes.extend(frontier.append(env.leaf_hash))
             out.sealed.append(env.id)
+            parties.extend((who, pos.index) for who in sorted(entry_parties(env, state)))
             rows.append(
                 {
                     "idx": pos.index,
@@ -372,6 +376,9 @@ class Sealer:
             participants=state.changed_participants(),
             keys=state.changed_keys(),
         )
+        for kind in projection.PROJECTED_KINDS:
+            projection.flush(conn, kind, state.changed(kind))
+        projection.write_parties(conn, parties)
         log.info("sealed block %d: %d entries, tree size %d", height, len(rows), frontier.size)
         return len(rows)
 

@@ -1,21 +1,31 @@
-"""The ledger state: what the log says at a position (participants, keys, policy, nonces).
+"""The ledger state: what the log says at a position.
 
-One class serves sealing and verification. Sealing gives it a *source* that loads records
-from the database on first use and flushes what changed in the same transaction as the block;
-``filiera verify`` and the offline audit start from nothing and replay the log. Both then run
-the same rule code (``ledger.rules``), so they cannot disagree.
+Governance (participants, keys, the genesis policy) and the supply chain (lots and their
+custodians, open handoffs, contracts, payments, attestations), plus the nonces and entry ids
+already used. One class serves sealing and verification. Sealing gives it a *source* that loads
+records from the database on first use and flushes what changed in the same transaction as the
+block; ``filiera verify`` and the offline audit start from nothing and replay the log. Both then
+run the same rule code (``ledger.rules``), so they cannot disagree.
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "Policy",
     "KeyRecord",
     "ParticipantRecord",
+    "LotRecord",
+    "HandoffRecord",
+    "ContractRecord",
+    "PaymentRecord",
+    "AttestationRecord",
+    "KINDS",
     "StateSource",
     "LedgerState",
 ]
@@ -41,6 +51,10 @@ class KeyRecord:
     revoked_height: int | None = None
     reason: str | None = None
 
+    @property
+    def ident(self) -> str:
+        return self.key_id
+
     def active_at(self, index: int) -> bool:
         """Whether the key may sign the entry at log position ``index``.
 
@@ -52,8 +66,6 @@ class KeyRecord:
         )
 
     def to_json(self) -> dict[str, Any]:
-        import base64
-
         return {
             "key_id": self.key_id,
             "public_key": base64.b64encode(self.public_key).decode("ascii"),
@@ -76,8 +88,121 @@ class ParticipantRecord:
     registered_height: int
     updated_index: int
 
+    @property
+    def ident(self) -> str:
+        return self.id
+
     def has_role(self, role: str) -> bool:
         return role in self.roles
+
+    def has_any_role(self, roles: frozenset[str]) -> bool:
+        return not roles.isdisjoint(self.roles)
+
+
+@dataclass(slots=True)
+class LotRecord:
+    """A lot and who holds it. ``status``: held, in_transit or consumed."""
+
+    lot: str
+    product: str
+    quantity: str
+    unit: str
+    custodian: str
+    status: str
+    created_by: str  # entry id of the origin or transform that made it
+    created_index: int
+    parents: tuple[str, ...] = ()  # input lots of the transform that made it
+    handoff: str | None = None  # entry id of the open handoff while in transit
+    updated_index: int = 0
+
+    @property
+    def ident(self) -> str:
+        return self.lot
+
+
+@dataclass(slots=True)
+class HandoffRecord:
+    """A custody handoff. ``status``: open, accepted or rejected."""
+
+    id: str
+    sender: str
+    recipient: str
+    lots: tuple[str, ...]
+    status: str
+    dispatched_at: str
+    index: int
+    contract: str | None = None
+    received_at: str | None = None
+    closed_by: str | None = None  # entry id of the receipt (or the handoff itself if co-signed)
+
+    @property
+    def ident(self) -> str:
+        return self.id
+
+
+@dataclass(slots=True)
+class ContractRecord:
+    """A contract between buyer and seller. ``status``: open, fulfilled or terminated."""
+
+    id: str
+    buyer: str
+    seller: str
+    terms: dict[str, Any]
+    status: str
+    entry: str
+    index: int
+    closed_index: int | None = None
+
+    @property
+    def ident(self) -> str:
+        return self.id
+
+    def parties(self) -> frozenset[str]:
+        return frozenset({self.buyer, self.seller})
+
+
+@dataclass(slots=True)
+class PaymentRecord:
+    id: str
+    payer: str
+    payee: str
+    amount: str
+    currency: str
+    paid_at: str
+    index: int
+    contract: str | None = None
+    confirmed_index: int | None = None
+
+    @property
+    def ident(self) -> str:
+        return self.id
+
+
+@dataclass(slots=True)
+class AttestationRecord:
+    id: str
+    author: str
+    subject: str
+    claims: tuple[str, ...]
+    index: int
+
+    @property
+    def ident(self) -> str:
+        return self.id
+
+
+# Record kinds the state tracks by key, and the type of each.
+KINDS: dict[str, type] = {
+    "participant": ParticipantRecord,
+    "key": KeyRecord,
+    "lot": LotRecord,
+    "handoff": HandoffRecord,
+    "contract": ContractRecord,
+    "payment": PaymentRecord,
+    "attestation": AttestationRecord,
+}
+
+R = TypeVar("R")
 
 
 class StateSource(Protocol):
@@ -85,16 +210,16 @@ class StateSource(Protocol):
 
     def load_policy(self) -> Policy | None: ...
 
-    def load_participant(self, participant_id: str) -> ParticipantRecord | None: ...
-
-    def load_key(self, key_id: str) -> KeyRecord | None: ...
+    def load(self, kind: str, key: str) -> Any | None: ...
 
     def load_nonce(self, author: str, nonce: str) -> str | None: ...
 
+    def load_entry_exists(self, entry_id: str) -> bool: ...
 
-def _nonce_key(author: str, nonce: str) -> bytes:
-    # A 16-byte digest keeps a replayed million-entry log's nonce set small in memory.
-    return hashlib.sha256(f"{author}\x00{nonce}".encode()).digest()[:16]
+
+def _digest(text: str) -> bytes:
+    # 16-byte digests keep a replayed million-entry log's nonce and id sets small in memory.
+    return hashlib.sha256(text.encode()).digest()[:16]
 
 
 _MISSING = object()
@@ -102,16 +227,17 @@ _MISSING = object()
 
 @dataclass
 class LedgerState:
-    """Records by key, loaded from ``source`` on first use; changes are tracked for flushing."""
+    """Records by kind and key, loaded from ``source`` on first use; changes are tracked."""
 
     source: StateSource | None = None
     policy: Policy | None = None
-    _participants: dict[str, ParticipantRecord | None] = field(default_factory=dict)
-    _keys: dict[str, KeyRecord | None] = field(default_factory=dict)
+    _records: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    _dirty: dict[str, set[str]] = field(default_factory=lambda: {k: set() for k in KINDS})
     _nonces: dict[bytes, str | None] = field(default_factory=dict)
-    dirty_participants: set[str] = field(default_factory=set)
-    dirty_keys: set[str] = field(default_factory=set)
+    _entries: dict[bytes, bool] = field(default_factory=dict)
     _policy_loaded: bool = False
+
+    # --- reads ------------------------------------------------------------------------
 
     def get_policy(self) -> Policy | None:
         if self.policy is None and not self._policy_loaded and self.source is not None:
@@ -119,52 +245,86 @@ class LedgerState:
         self._policy_loaded = True
         return self.policy
 
-    def participant(self, participant_id: str) -> ParticipantRecord | None:
-        rec = self._participants.get(participant_id, _MISSING)
+    def get(self, kind: str, key: str) -> Any | None:
+        records = self._records[kind]
+        rec = records.get(key, _MISSING)
         if rec is _MISSING:
-            rec = self.source.load_participant(participant_id) if self.source else None
-            self._participants[participant_id] = rec
-        return rec  # type: ignore[return-value]
+            rec = self.source.load(kind, key) if self.source else None
+            records[key] = rec
+        return rec
+
+    def participant(self, participant_id: str) -> ParticipantRecord | None:
+        return self.get("participant", participant_id)
 
     def key(self, key_id: str) -> KeyRecord | None:
-        rec = self._keys.get(key_id, _MISSING)
-        if rec is _MISSING:
-            rec = self.source.load_key(key_id) if self.source else None
-            self._keys[key_id] = rec
-        return rec  # type: ignore[return-value]
+        return self.get("key", key_id)
+
+    def lot(self, lot_id: str) -> LotRecord | None:
+        return self.get("lot", lot_id)
+
+    def handoff(self, entry_id: str) -> HandoffRecord | None:
+        return self.get("handoff", entry_id)
+
+    def contract(self, contract_id: str) -> ContractRecord | None:
+        return self.get("contract", contract_id)
+
+    def payment(self, entry_id: str) -> PaymentRecord | None:
+        return self.get("payment", entry_id)
 
     def nonce_entry(self, author: str, nonce: str) -> str | None:
-        k = _nonce_key(author, nonce)
+        k = _digest(f"{author}\x00{nonce}")
         found = self._nonces.get(k, _MISSING)
         if found is _MISSING:
             found = self.source.load_nonce(author, nonce) if self.source else None
             self._nonces[k] = found
         return found  # type: ignore[return-value]
 
+    def entry_exists(self, entry_id: str) -> bool:
+        k = _digest(entry_id)
+        found = self._entries.get(k)
+        if found is None:
+            found = self.source.load_entry_exists(entry_id) if self.source else False
+            self._entries[k] = found
+        return found
+
+    # --- writes -----------------------------------------------------------------------
+
     def put_policy(self, policy: Policy) -> None:
         self.policy = policy
         self._policy_loaded = True
 
+    def put(self, kind: str, rec: Any) -> None:
+        """Store a new or changed record (records are replaced, never mutated in place)."""
+        self._records[kind][rec.ident] = rec
+        self._dirty[kind].add(rec.ident)
+
     def put_participant(self, rec: ParticipantRecord) -> None:
-        self._participants[rec.id] = rec
-        self.dirty_participants.add(rec.id)
+        self.put("participant", rec)
 
     def put_key(self, rec: KeyRecord) -> None:
-        self._keys[rec.key_id] = rec
-        self.dirty_keys.add(rec.key_id)
+        self.put("key", rec)
 
     def put_nonce(self, author: str, nonce: str, entry_id: str) -> None:
-        self._nonces[_nonce_key(author, nonce)] = entry_id
+        self._nonces[_digest(f"{author}\x00{nonce}")] = entry_id
+
+    def put_entry(self, entry_id: str) -> None:
+        self._entries[_digest(entry_id)] = True
+
+    # --- what changed, for flushing -----------------------------------------------------
+
+    def changed(self, kind: str) -> list[Any]:
+        records = self._records[kind]
+        return [r for k in sorted(self._dirty[kind]) if (r := records.get(k)) is not None]
 
     def changed_participants(self) -> list[ParticipantRecord]:
-        return [r for p in sorted(self.dirty_participants) if (r := self._participants.get(p))]
+        return self.changed("participant")
 
     def changed_keys(self) -> list[KeyRecord]:
-        return [r for k in sorted(self.dirty_keys) if (r := self._keys.get(k))]
+        return self.changed("key")
 
     def clear_dirty(self) -> None:
-        self.dirty_participants.clear()
-        self.dirty_keys.clear()
+        for dirty in self._dirty.values():
+            dirty.clear()
 
     def snapshot(self) -> LedgerState:
         """A copy-on-write child: reads fall through to this state, writes stay in the child.
@@ -181,23 +341,12 @@ class _Overlay:
     def load_policy(self) -> Policy | None:
         return self.parent.get_policy()
 
-    def load_participant(self, participant_id: str) -> ParticipantRecord | None:
-        rec = self.parent.participant(participant_id)
-        if rec is None:
-            return None
-        return ParticipantRecord(
-            rec.id, rec.name, rec.roles, dict(rec.attributes), rec.registered_index,
-            rec.registered_height, rec.updated_index,
-        )
-
-    def load_key(self, key_id: str) -> KeyRecord | None:
-        rec = self.parent.key(key_id)
-        if rec is None:
-            return None
-        return KeyRecord(
-            rec.key_id, rec.participant, rec.public_key, rec.added_index, rec.added_height,
-            rec.revoked_index, rec.revoked_height, rec.reason,
-        )
+    def load(self, kind: str, key: str) -> Any | None:
+        # A copy, so that the child can never change the parent's record.
+        return copy.copy(self.parent.get(kind, key))
 
     def load_nonce(self, author: str, nonce: str) -> str | None:
         return self.parent.nonce_entry(author, nonce)
+
+    def load_entry_exists(self, entry_id: str) -> bool:
+        return self.parent.entry_exists(entry_id)

@@ -161,10 +161,17 @@ def _check_signatures(
 Handler = Callable[[LedgerState, Envelope, Position, SignedBy], None]
 
 
-def _handlers() -> Mapping[EntryType, Handler]:
-    from . import governance
+_HANDLERS: dict[EntryType, Handler] = {}
 
-    return governance.HANDLERS
+
+def _handlers() -> Mapping[EntryType, Handler]:
+    if not _HANDLERS:
+        from . import commerce, custody, governance
+
+        for module in (governance, custody, commerce):
+            _HANDLERS.update(module.HANDLERS)
+        assert set(_HANDLERS) == set(EntryType), "every entry type needs its rule"
+    return _HANDLERS
 
 
 def apply_entry(
@@ -205,3 +212,4 @@ def apply_entry(
     signed = _check_signatures(state, env, pos, verified)
     _handlers()[env.type](state, env, pos, signed)
     state.put_nonce(env.author, env.nonce, env.id)
+    state.put_entry(env.id)

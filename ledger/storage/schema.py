@@ -32,6 +32,13 @@ __all__ = [
     "pending",
     "participants",
     "participant_keys",
+    "lots",
+    "lot_lineage",
+    "handoffs",
+    "contracts",
+    "payments",
+    "attestations",
+    "entry_parties",
     "LOG_TABLES",
 ]
 
@@ -125,3 +132,92 @@ participant_keys = Table(
 )
 
 LOG_TABLES = ("entries", "blocks", "merkle_nodes")
+
+# --- supply-chain projection (PROTOCOL §4), derived from the log in each block's transaction ---
+
+lots = Table(
+    "lots",
+    metadata,
+    Column("lot", String(200), primary_key=True),
+    Column("product", String(200), nullable=False),
+    Column("quantity", String(32), nullable=False),
+    Column("unit", String(16), nullable=False),
+    Column("custodian", String(128), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_index", BigInteger, nullable=False),
+    Column("parents", Text, nullable=False),  # JSON list of input lots
+    Column("handoff", String(64), nullable=True),
+    Column("updated_index", BigInteger, nullable=False),
+)
+
+# Lineage edges, both ways indexed, so provenance walks inputs of inputs without scanning.
+lot_lineage = Table(
+    "lot_lineage",
+    metadata,
+    Column("child", String(200), primary_key=True),
+    Column("parent", String(200), primary_key=True),
+    Column("entry", String(64), nullable=False),
+)
+Index("ix_lot_lineage_parent", lot_lineage.c.parent)
+
+handoffs = Table(
+    "handoffs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("sender", String(128), nullable=False, index=True),
+    Column("recipient", String(128), nullable=False, index=True),
+    Column("lots", Text, nullable=False),  # JSON list
+    Column("status", String(16), nullable=False),
+    Column("dispatched_at", String(32), nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("contract", String(200), nullable=True, index=True),
+    Column("received_at", String(32), nullable=True),
+    Column("closed_by", String(64), nullable=True),
+)
+
+contracts = Table(
+    "contracts",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("buyer", String(128), nullable=False, index=True),
+    Column("seller", String(128), nullable=False, index=True),
+    Column("terms", Text, nullable=False),  # JSON object
+    Column("status", String(16), nullable=False),
+    Column("entry", String(64), nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("closed_index", BigInteger, nullable=True),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("payer", String(128), nullable=False, index=True),
+    Column("payee", String(128), nullable=False, index=True),
+    Column("amount", String(32), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("paid_at", String(32), nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("contract", String(200), nullable=True, index=True),
+    Column("confirmed_index", BigInteger, nullable=True),
+)
+
+attestations = Table(
+    "attestations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("author", String(128), nullable=False),
+    Column("subject", String(200), nullable=False, index=True),
+    Column("claims", Text, nullable=False),  # JSON list
+    Column("idx", BigInteger, nullable=False),
+)
+
+# Who may see an entry besides auditors and admins: its author, signers and the participants
+# it names (PROTOCOL §6 visibility), one row each, written when the entry is sealed.
+entry_parties = Table(
+    "entry_parties",
+    metadata,
+    Column("participant", String(128), primary_key=True),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+)

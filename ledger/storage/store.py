@@ -26,6 +26,7 @@ from ..config import Settings
 from ..errors import NotInitialised, UnsafeConfiguration, Unavailable
 from ..merkle import NodeId
 from ..state import KeyRecord, ParticipantRecord, Policy
+from . import projection
 from . import schema as t
 
 __all__ = [
@@ -478,13 +479,16 @@ class DbStateSource:
     def load_policy(self) -> Policy | None:
         return self.store.policy(self.conn)
 
-    def load_participant(self, participant_id: str) -> ParticipantRecord | None:
-        return self.store.participant(self.conn, participant_id)
-
-    def load_key(self, key_id: str) -> KeyRecord | None:
-        return self.store.key(self.conn, key_id)
+    def load(self, kind: str, key: str) -> Any | None:
+        if kind == "participant":
+            return self.store.participant(self.conn, key)
+        if kind == "key":
+            return self.store.key(self.conn, key)
+        return projection.load(self.conn, kind, key)
 
     def load_nonce(self, author: str, nonce: str) -> str | None:
         return self.store.nonce_entry(self.conn, author, nonce)
 
-
+    def load_entry_exists(self, entry_id: str) -> bool:
+        row = self.conn.execute(select(t.entries.c.idx).where(t.entries.c.id == entry_id)).first()
+        return row is not None

@@ -1,0 +1,148 @@
+"""The supply-chain projection: reading and writing lots, handoffs, contracts, payments and
+attestations, in the sealing transaction. Derived data: ``filiera verify`` rebuilds it from
+the log alone and compares."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, select
+
+from ..state import (
+    AttestationRecord,
+    ContractRecord,
+    HandoffRecord,
+    LotRecord,
+    PaymentRecord,
+)
+from . import schema as t
+
+__all__ = ["load", "flush", "write_parties", "PROJECTED_KINDS", "all_records"]
+
+
+def _lot_row(r: LotRecord) -> dict[str, Any]:
+    return {
+        "lot": r.lot, "product": r.product, "quantity": r.quantity, "unit": r.unit,
+        "custodian": r.custodian, "status": r.status, "created_by": r.created_by,
+        "created_index": r.created_index, "parents": json.dumps(list(r.parents)),
+        "handoff": r.handoff, "updated_index": r.updated_index,
+    }
+
+
+def _lot(row: Any) -> LotRecord:
+    return LotRecord(
+        lot=row.lot, product=row.product, quantity=row.quantity, unit=row.unit,
+        custodian=row.custodian, status=row.status, created_by=row.created_by,
+        created_index=row.created_index, parents=tuple(json.loads(row.parents)),
+        handoff=row.handoff, updated_index=row.updated_index,
+    )
+
+
+def _handoff_row(r: HandoffRecord) -> dict[str, Any]:
+    return {
+        "id": r.id, "sender": r.sender, "recipient": r.recipient, "lots": json.dumps(list(r.lots)),
+        "status": r.status, "dispatched_at": r.dispatched_at, "idx": r.index,
+        "contract": r.contract, "received_at": r.received_at, "closed_by": r.closed_by,
+    }
+
+
+def _handoff(row: Any) -> HandoffRecord:
+    return HandoffRecord(
+        id=row.id, sender=row.sender, recipient=row.recipient, lots=tuple(json.loads(row.lots)),
+        status=row.status, dispatched_at=row.dispatched_at, index=row.idx, contract=row.contract,
+        received_at=row.received_at, closed_by=row.closed_by,
+    )
+
+
+def _contract_row(r: ContractRecord) -> dict[str, Any]:
+    return {
+        "id": r.id, "buyer": r.buyer, "seller": r.seller, "terms": json.dumps(r.terms, sort_keys=True),
+        "status": r.status, "entry": r.entry, "idx": r.index, "closed_index": r.closed_index,
+    }
+
+
+def _contract(row: Any) -> ContractRecord:
+    return ContractRecord(
+        id=row.id, buyer=row.buyer, seller=row.seller, terms=json.loads(row.terms),
+        status=row.status, entry=row.entry, index=row.idx, closed_index=row.closed_index,
+    )
+
+
+def _payment_row(r: PaymentRecord) -> dict[str, Any]:
+    return {
+        "id": r.id, "payer": r.payer, "payee": r.payee, "amount": r.amount, "currency": r.currency,
+        "paid_at": r.paid_at, "idx": r.index, "contract": r.contract, "confirmed_index": r.confirmed_index,
+    }
+
+
+def _payment(row: Any) -> PaymentRecord:
+    return PaymentRecord(
+        id=row.id, payer=row.payer, payee=row.payee, amount=row.amount, currency=row.currency,
+        paid_at=row.paid_at, index=row.idx, contract=row.contract, confirmed_index=row.confirmed_index,
+    )
+
+
+def _attestation_row(r: AttestationRecord) -> dict[str, Any]:
+    return {"id": r.id, "author": r.author, "subject": r.subject, "claims": json.dumps(list(r.claims)), "idx": r.index}
+
+
+def _attestation(row: Any) -> AttestationRecord:
+    return AttestationRecord(id=row.id, author=row.author, subject=row.subject, claims=tuple(json.loads(row.claims)), index=row.idx)
+
+
+# kind -> (table, key column, record -> row, row -> record)
+_KINDS: Mapping[str, tuple[Table, str, Any, Any]] = {
+    "lot": (t.lots, "lot", _lot_row, _lot),
+    "handoff": (t.handoffs, "id", _handoff_row, _handoff),
+    "contract": (t.contracts, "id", _contract_row, _contract),
+    "payment": (t.payments, "id", _payment_row, _payment),
+    "attestation": (t.attestations, "id", _attestation_row, _attestation),
+}
+PROJECTED_KINDS = tuple(_KINDS)
+
+
+def load(conn: Connection, kind: str, key: str) -> Any | None:
+    table, col, _, to_record = _KINDS[kind]
+    row = conn.execute(select(table).where(table.c[col] == key)).first()
+    return to_record(row) if row else None
+
+
+def flush(conn: Connection, kind: str, records: Sequence[Any]) -> None:
+    """Write changed records: update the ones that exist, insert the rest."""
+    if not records:
+        return
+    table, col, to_row, _ = _KINDS[kind]
+    keys = [getattr(r, "ident") for r in records]
+    existing: set[str] = set()
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        existing.update(v for (v,) in conn.execute(select(table.c[col]).where(table.c[col].in_(chunk))))
+    inserts = [to_row(r) for r in records if r.ident not in existing]
+    if inserts:
+        conn.execute(table.insert(), inserts)
+    for r in records:
+        if r.ident in existing:
+            row = to_row(r)
+            conn.execute(table.update().where(table.c[col] == row.pop(col)).values(row))
+    if kind == "lot":
+        edges = [
+            {"child": r["lot"], "parent": p, "entry": r["created_by"]}
+            for r in inserts
+            for p in json.loads(r["parents"])
+        ]
+        if edges:
+            conn.execute(t.lot_lineage.insert(), edges)
+
+
+def write_parties(conn: Connection, rows: Iterable[tuple[str, int]]) -> None:
+    values = [{"participant": p, "idx": i} for p, i in rows]
+    if values:
+        conn.execute(t.entry_parties.insert(), values)
+
+
+def all_records(conn: Connection, kind: str) -> list[Any]:
+    """Every record of a kind (for `filiera verify`'s projection check)."""
+    table, col, _, to_record = _KINDS[kind]
+    return [to_record(r) for r in conn.execute(select(table).order_by(table.c[col]))]
