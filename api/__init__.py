@@ -49,6 +49,8 @@ def create_app(
     UnsafeConfiguration, NotInitialised) rather than serve a ledger it cannot keep safe."""
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Alembic narrates every plugin it loads at INFO; only its warnings belong in our log.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     store = Store.open(settings)
     key = load_ledger_key(settings)
     with store.read() as conn:

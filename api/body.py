@@ -38,7 +38,13 @@ def read_json() -> Any:
         raise PayloadTooLarge(
             f"request body exceeds {limit} bytes", limit=limit
         ) from exc
-    if len(data) > limit:
+    if len(data) > limit or (
+        # Werkzeug stops a body sent without Content-Length (chunked) at the limit without
+        # saying whether more followed; the server-terminated stream tells, one byte on.
+        len(data) == limit
+        and request.content_length is None
+        and request.environ["wsgi.input"].read(1)
+    ):
         raise PayloadTooLarge(f"request body exceeds {limit} bytes", limit=limit)
     if not data:
         raise MalformedJson("the request body is empty; send one JSON document")

@@ -11,16 +11,17 @@ import urllib.request
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from ledger import jcs
 from ledger.config import Settings
 from ledger.encoding import check_participant_id, format_time
-from ledger.entries import add_signature, sign_payload
-from ledger.errors import ConfigurationError, LedgerError
+from ledger.entries import add_signature, parse_envelope, sign_payload
+from ledger.errors import ConfigurationError, LedgerError, ParticipantReserved, Unavailable
 from ledger.keys import KeyFile, SigningKey, read_key_file, write_key_file
+from ledger.rules.governance import RESERVED_IDS
 
 __all__ = ["main", "cli"]
 
@@ -28,7 +29,7 @@ EXIT_INVALID = 1  # verification failed / a submission refused
 EXIT_USAGE = 2  # bad arguments or configuration
 
 
-def _fail(exc: LedgerError, code: int = EXIT_USAGE) -> None:
+def _fail(exc: LedgerError, code: int = EXIT_USAGE) -> NoReturn:
     click.echo(f"error: {exc.code}: {exc.detail}", err=True)
     sys.exit(code)
 
@@ -42,7 +43,7 @@ class _Ctx:
                 overrides["ledger_key_file"] = Path(data_dir) / "ledger.key"
         if database_url:
             overrides["database_url"] = database_url
-        self.settings = Settings.from_env(**overrides)
+        self.settings = Settings.from_env(None, **overrides)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,7 +97,10 @@ def init_ledger(
     from ledger.sealing import Sealer
 
     check_participant_id(admin, field="admin")
+    if admin in RESERVED_IDS:
+        raise ParticipantReserved(f"participant id {admin!r} is reserved", participant=admin)
     verifier_for(origin, b"\x00" * 32)  # the origin must be a valid note key name
+    admin_file = settings.data_dir / f"{admin}.key"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = _migrate(settings)
     try:
@@ -105,18 +109,34 @@ def init_ledger(
                 from ledger.errors import LedgerExists
 
                 raise LedgerExists(f"{settings.database_url} already holds a ledger")
+        # Refuse before writing either key, so that a refused init leaves no half-made
+        # ledger (a ledger key written, the admin's refused) and never replaces a secret.
+        for path in (settings.ledger_key_file, admin_file):
+            if path.exists() or path.is_symlink():
+                from ledger.errors import InvalidKeyFile
+
+                raise InvalidKeyFile(f"key file {path} already exists; remove it or choose another data directory", path=str(path))
         ledger_key = SigningKey.generate()
         admin_key = SigningKey.generate()
-        write_key_file(settings.ledger_key_file, participant="ledger", signing_key=ledger_key)
-        admin_file = settings.data_dir / f"{admin}.key"
-        write_key_file(admin_file, participant=admin, signing_key=admin_key)
-        sealer = Sealer(store, signing_key=ledger_key)
-        sealer.genesis(
-            origin=origin,
-            admins=[{"id": admin, "name": admin_name, "roles": ["admin"], "keys": [{"public_key": admin_key.public_key.b64}]}],
-            admin_quorum=quorum,
-            nonce=_nonce(),
-        )
+        written: list[Path] = []
+        try:
+            write_key_file(settings.ledger_key_file, participant="ledger", signing_key=ledger_key)
+            written.append(settings.ledger_key_file)
+            write_key_file(admin_file, participant=admin, signing_key=admin_key)
+            written.append(admin_file)
+            sealer = Sealer(store, signing_key=ledger_key)
+            sealer.genesis(
+                origin=origin,
+                admins=[{"id": admin, "name": admin_name, "roles": ["admin"], "keys": [{"public_key": admin_key.public_key.b64}]}],
+                admin_quorum=quorum,
+                nonce=_nonce(),
+            )
+        except BaseException:
+            # No block 0, so these keys sign nothing: remove them rather than leave a data
+            # directory that makes the next init refuse.
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
     finally:
         store.dispose()
     return read_key_file(settings.ledger_key_file), read_key_file(admin_file)
@@ -175,12 +195,15 @@ def sign(file: str, key_file: Path, out: Path | None) -> None:
         doc = _read_json_file(file)
         if not isinstance(doc, dict):
             raise ConfigurationError("FILE must hold a JSON object: a payload or an envelope")
-        if set(doc) == {"payload", "signatures"}:
+        if "payload" in doc and set(doc) <= {"payload", "signatures"}:
             env = add_signature(doc, kf.participant, kf.signing_key)
         else:
             payload = {"time": _now(), "nonce": _nonce(), **doc}
             payload.setdefault("author", kf.participant)
             env = sign_payload(payload, [(kf.participant, kf.signing_key)])
+        # Refuse here, not at the server, what no ledger would accept (shape, fields, personal
+        # data, duplicate signatures); whether the signer may sign is for the ledger to decide.
+        parse_envelope(env, origin=None)
     except LedgerError as exc:
         _fail(exc)
     text = json.dumps(env, indent=2, ensure_ascii=False) + "\n"
@@ -213,25 +236,48 @@ def http_json(method: str, url: str, body: Any = None, headers: dict[str, str] |
 @click.option("--url", required=True, help="Ledger base URL, e.g. http://127.0.0.1:8000")
 @click.option("--async", "is_async", is_flag=True, help="Ask for 202 (queued) instead of waiting for the block.")
 def submit(files: tuple[str, ...], url: str, is_async: bool) -> None:
-    """Post signed envelopes; prints each receipt (or problem) as a JSON line."""
-    failed = 0
+    """Post signed envelopes (FILE or - for stdin); prints each receipt (or problem) as a JSON
+    line on stdout and a summary on stderr. Exit 1 if any file was refused or unreadable."""
+    counts = {"sealed": 0, "present": 0, "queued": 0, "refused": 0, "unreadable": 0}
     headers = {"Prefer": "respond-async"} if is_async else {}
+
+    def summary() -> None:
+        parts = [f"{counts['sealed']} sealed", f"{counts['present']} already present"]
+        if counts["queued"]:
+            parts.append(f"{counts['queued']} queued")
+        parts.append(f"{counts['refused']} refused")
+        if counts["unreadable"]:
+            parts.append(f"{counts['unreadable']} unreadable")
+        click.echo(", ".join(parts), err=True)
+
     for f in files:
         try:
             env = _read_json_file(f)
-        except (LedgerError, OSError) as exc:
-            click.echo(json.dumps({"file": f, "error": str(exc)}))
-            failed += 1
+        except LedgerError as exc:
+            click.echo(json.dumps({"file": f, "status": None, "code": exc.code, "detail": exc.detail}))
+            counts["unreadable"] += 1
+            continue
+        except OSError as exc:
+            click.echo(json.dumps({"file": f, "status": None, "code": "unreadable_file", "detail": str(exc)}))
+            counts["unreadable"] += 1
             continue
         try:
             status, body = http_json("POST", url.rstrip("/") + "/v1/entries", env, headers)
         except (urllib.error.URLError, OSError) as exc:
+            summary()
             click.echo(f"error: cannot reach {url}: {exc}", err=True)
             sys.exit(EXIT_USAGE)
         click.echo(json.dumps({"file": f, "status": status, **(body if isinstance(body, dict) else {"body": body})}))
-        if status >= 400:
-            failed += 1
-    sys.exit(EXIT_INVALID if failed else 0)
+        if status == 201:
+            counts["sealed"] += 1
+        elif status == 200:
+            counts["present"] += 1
+        elif status == 202:
+            counts["queued"] += 1
+        else:
+            counts["refused"] += 1
+    summary()
+    sys.exit(EXIT_INVALID if counts["refused"] or counts["unreadable"] else 0)
 
 
 @cli.command()
@@ -250,55 +296,153 @@ def serve(obj: _Ctx, host: str, port: int, workers: int) -> None:
         _fail(exc)
     conf = Path(__file__).with_name("gunicorn.conf.py")
     env = dict(os.environ)
-    env["FILIERA_DATA_DIR"] = str(obj.settings.data_dir)
+    # gunicorn changes into the repository (--chdir), so relative paths must be made absolute.
+    env["FILIERA_DATA_DIR"] = str(obj.settings.data_dir.resolve())
     env["FILIERA_DATABASE_URL"] = obj.settings.database_url
-    env["FILIERA_LEDGER_KEY_FILE"] = str(obj.settings.ledger_key_file)
+    env["FILIERA_LEDGER_KEY_FILE"] = str(obj.settings.ledger_key_file.resolve())
     args = [sys.executable, "-m", "gunicorn", "-c", str(conf), "--bind", f"{host}:{port}", "--workers", str(workers), "--chdir", str(Path(__file__).resolve().parents[1])]
     click.echo(f"serving {obj.settings.database_url} on http://{host}:{port} with {workers} workers")
     os.execve(sys.executable, args, env)
 
 
+def _read_trusted_checkpoint(path: Path) -> str:
+    """A signed checkpoint note saved earlier (``--save-checkpoint`` or GET /v1/checkpoint).
+
+    Only its form is checked here; its signature is checked against the ledger's key once
+    genesis has been read. Raises ConfigurationError or MalformedNote.
+    """
+    from ledger.notes import Checkpoint
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read the trusted checkpoint {path}: {exc}", path=str(path)) from exc
+    body, sep, _ = text.partition("\n\n")
+    if not sep:
+        raise ConfigurationError(f"{path} is not a signed checkpoint note (no signature lines)", path=str(path))
+    Checkpoint.parse_body(body + "\n")
+    return text
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigurationError(f"cannot write {path}: {exc.strerror}", path=str(path)) from exc
+
+
 @cli.command()
 @click.option("--url", help="Verify a server's ledger through its API instead of the local database.")
 @click.option("--ledger-key", help="Trusted ledger public key (base64); default: the one genesis names.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--trusted-checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A signed checkpoint saved earlier: the ledger must reach its size with its root "
+    "(detects a truncated or rewritten log).",
+)
+@click.option(
+    "--save-checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="After a successful check, save the head's signed checkpoint here (may be the "
+    "--trusted-checkpoint file: it then advances).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report, or the failure, as one JSON object on stdout.")
 @click.pass_obj
-def verify(obj: _Ctx, url: str | None, ledger_key: str | None, as_json: bool) -> None:
-    """Re-check every block, link, root, signature and authorisation; exit 1 on the first failure."""
+def verify(
+    obj: _Ctx,
+    url: str | None,
+    ledger_key: str | None,
+    trusted_checkpoint: Path | None,
+    save_checkpoint: Path | None,
+    as_json: bool,
+) -> None:
+    """Re-check every block, link, root, signature and authorisation; exit 1 on the first failure.
+
+    The progress bar goes to stderr; stdout carries only the result (one JSON object with
+    --json). Exit status: 0 verified, 1 the ledger does not verify, 2 could not check.
+    """
+    from sqlalchemy.exc import DatabaseError, OperationalError
+
     from ledger.errors import ChainBroken
     from ledger.keys import PublicKey
     from ledger.verify import verify_chain
 
-    from .verify_sources import db_blocks, http_blocks
+    from .verify_sources import db_source, http_source
+
+    def fail(exc: LedgerError, code: int) -> NoReturn:
+        if as_json:
+            # A broken chain always names where (null where it cannot: e.g. a row no block seals).
+            where = dict.fromkeys(("reason", "height", "index", "entry")) if isinstance(exc, ChainBroken) else {}
+            click.echo(json.dumps({"ok": False, "code": exc.code, "detail": exc.detail, **where, **exc.facts}))
+        if isinstance(exc, ChainBroken):
+            if not as_json:
+                click.echo(f"FAILED: {exc.detail}")
+            sys.exit(code)
+        _fail(exc, code)
 
     try:
         trusted = PublicKey.from_b64(ledger_key, field="--ledger-key").raw if ledger_key else None
-        if url:
-            source, total, node_check = http_blocks(url, http_json)
-        else:
-            source, total, node_check = db_blocks(obj.settings)
+        checkpoint = _read_trusted_checkpoint(trusted_checkpoint) if trusted_checkpoint else None
     except LedgerError as exc:
-        _fail(exc)
+        fail(exc, EXIT_USAGE)
     try:
-        with click.progressbar(length=total, label="verifying", file=sys.stderr, show_pos=True) as bar:
+        source = http_source(url, http_json) if url else db_source(obj.settings)
+        with click.progressbar(length=source.total, label="verifying", file=sys.stderr, show_pos=True) as bar:
             last = [0]
 
             def progress(n: int) -> None:
                 bar.update(n - last[0])
                 last[0] = n
 
-            report = verify_chain(source, ledger_key=trusted, node_check=node_check, progress=progress)
+            try:
+                report = verify_chain(
+                    source.blocks,
+                    ledger_key=trusted,
+                    node_check=source.node_check,
+                    state_check=source.state_check,
+                    trusted_checkpoint=checkpoint,
+                    progress=progress,
+                )
+            finally:
+                source.close()
     except ChainBroken as exc:
-        out = {"ok": False, "code": exc.code, "detail": exc.detail, **{k: v for k, v in exc.facts.items()}}
-        click.echo(json.dumps(out) if as_json else f"FAILED: {exc.detail}")
-        sys.exit(EXIT_INVALID)
+        fail(exc, EXIT_INVALID)
     except LedgerError as exc:
-        _fail(exc)
-    result = {"ok": True, "origin": report.origin, "height": report.height, "tree_size": report.tree_size, "root": report.root, "blocks": report.blocks, "entries": report.entries}
+        fail(exc, EXIT_USAGE)
+    except (urllib.error.URLError, OSError) as exc:
+        fail(Unavailable(f"cannot reach {url}: {exc}"), EXIT_USAGE)
+    except OperationalError as exc:
+        fail(Unavailable(f"database unreachable or busy: {exc.orig}"), EXIT_USAGE)
+    except DatabaseError as exc:
+        # The database answered but cannot read its own rows (a damaged file, a value of the
+        # wrong type): the stored log is not intact, which is a verification failure.
+        fail(ChainBroken(f"the database cannot read the stored log: {exc.orig}", reason="storage", height=None), EXIT_INVALID)
+    if save_checkpoint is not None and report.checkpoint is not None:
+        try:
+            _write_atomic(save_checkpoint, report.checkpoint)
+        except LedgerError as exc:
+            fail(exc, EXIT_USAGE)
+    result = {
+        "ok": True,
+        "origin": report.origin,
+        "height": report.height,
+        "tree_size": report.tree_size,
+        "root": report.root,
+        "blocks": report.blocks,
+        "entries": report.entries,
+        "trusted_checkpoint_size": report.trusted_size,
+    }
     if as_json:
         click.echo(json.dumps(result))
     else:
-        click.echo(f"OK: {report.origin}: {report.blocks} blocks, {report.entries} entries, root {report.root}")
+        extra = f"; consistent with the trusted checkpoint at size {report.trusted_size}" if report.trusted_size is not None else ""
+        click.echo(f"OK: {report.origin}: {report.blocks} blocks, {report.entries} entries, root {report.root}{extra}")
 
 
 @cli.command()

@@ -1,48 +1,134 @@
-"""Where `filiera verify` reads a chain from: the local database, or a server's API."""
+"""Where `filiera verify` reads a chain from: the local database, or a server's API.
+
+Each source yields the blocks for :func:`ledger.verify.verify_chain` and checks what the chain
+alone cannot: that the database holds nothing the blocks do not seal (entries or Merkle nodes
+past the last block), that every stored Merkle node is the one the leaves give, and that the
+derived tables (or what a server shows as its members) say what the replayed log says.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import json
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import func, or_, select
 
 from ledger.config import Settings
 from ledger.errors import ChainBroken, Unavailable
 from ledger.merkle import NodeId
+from ledger.state import KeyRecord, ParticipantRecord
+from ledger.storage import schema as t
 from ledger.storage.store import Store
-from ledger.verify import StoredBlock, StoredLeaf
+from ledger.verify import NodeCheck, StateCheck, StoredBlock, StoredLeaf
 
-__all__ = ["db_blocks", "http_blocks"]
+__all__ = ["ChainSource", "db_source", "http_source", "db_blocks", "http_blocks"]
 
-Source = tuple[Iterator[StoredBlock], int, Callable[[Sequence[tuple[NodeId, bytes]]], None] | None]
+Source = tuple[Iterator[StoredBlock], int, NodeCheck | None]
 PAGE = 200
 
 
-def db_blocks(settings: Settings) -> Source:
-    """Every block of the local database with its leaves, and a check of stored Merkle nodes."""
+@dataclass(frozen=True, slots=True)
+class ChainSource:
+    """What ``verify_chain`` needs from one place: blocks, their entry count and checks."""
+
+    blocks: Iterator[StoredBlock]
+    total: int
+    node_check: NodeCheck | None
+    state_check: StateCheck | None
+    close: Callable[[], None] = lambda: None
+
+
+def _node_count(size: int) -> int:
+    """Perfect subtrees ever completed in a tree of ``size`` leaves: 2n - popcount(n)."""
+    return 2 * size - bin(size).count("1")
+
+
+def _projection_broken(detail: str, **facts: Any) -> ChainBroken:
+    return ChainBroken(detail, reason="projection", height=None, index=None, entry=None, **facts)
+
+
+def _compare_projection(
+    kind: str,
+    replayed: Mapping[str, Mapping[str, Any]],
+    stored: Mapping[str, Mapping[str, Any]],
+    where: str,
+) -> None:
+    """Raise ChainBroken(reason=projection) naming the first record that differs."""
+    fact = "participant" if kind == "participant" else "key_id"
+    for rid in sorted(set(replayed) | set(stored)):
+        if rid not in stored:
+            raise _projection_broken(f"{kind} {rid} is in the log but missing from {where}", **{fact: rid})
+        if rid not in replayed:
+            raise _projection_broken(f"{where} shows {kind} {rid}, which no entry of the log creates", **{fact: rid})
+        fields = sorted(k for k in replayed[rid] if replayed[rid][k] != stored[rid].get(k))
+        if fields:
+            raise _projection_broken(
+                f"{where} shows {kind} {rid} with {', '.join(fields)} other than the log says",
+                field=fields[0],
+                **{fact: rid},
+            )
+
+
+def _participant_view(rec: ParticipantRecord) -> dict[str, Any]:
+    return {
+        "name": rec.name,
+        "roles": list(rec.roles),
+        "attributes": dict(rec.attributes),
+        "registered_index": rec.registered_index,
+        "registered_height": rec.registered_height,
+    }
+
+
+def _key_view(rec: KeyRecord) -> dict[str, Any]:
+    view = rec.to_json()
+    del view["key_id"]
+    return {"participant": rec.participant, **view}
+
+
+def db_source(settings: Settings) -> ChainSource:
+    """Every block of the local database with its leaves, a check of stored Merkle nodes,
+    of rows no block seals, and of the participant and key tables."""
     store = Store.open(settings)
-    with store.read() as conn:
-        head = store.head(conn)
-        policy = store.policy(conn)
+    try:
+        with store.read() as conn:
+            head = store.head(conn)
+            try:
+                policy = store.policy(conn)
+            except (ValueError, KeyError, TypeError):
+                # A genesis entry too damaged to read: verify_chain names it at entry 0.
+                policy = None
+    except BaseException:
+        store.dispose()
+        raise
     total = head.tree_size if head else 0
     origin = policy.origin if policy else ""
 
-    def blocks() -> Iterator[StoredBlock]:
-        height = 0
-        while True:
-            with store.read() as conn:
-                page = store.blocks(conn, start=height, limit=PAGE)
-                if not page:
-                    return
-                for b in page:
-                    rows = store.entries_range(conn, b.first_index, b.tree_size)
-                    yield StoredBlock(
-                        header=b.header_json(origin),
-                        hash=b.hash,
-                        signature=b.signature,
-                        checkpoint=b.checkpoint,
-                        leaves=[StoredLeaf(r.idx, r.id, r.leaf_hash, r.leaf_data.encode("utf-8")) for r in rows],
-                    )
-            height = page[-1].height + 1
+    def blocks() -> Generator[StoredBlock, None, None]:
+        height, size = 0, 0
+        # The store's pooled connections are closed once the chain has been read (or the
+        # reader gave up), not left for the garbage collector.
+        try:
+            while True:
+                with store.read() as conn:
+                    page = store.blocks(conn, start=height, limit=PAGE)
+                    if not page:
+                        break
+                    for b in page:
+                        rows = store.entries_range(conn, b.first_index, b.tree_size)
+                        yield StoredBlock(
+                            header=b.header_json(origin),
+                            hash=b.hash,
+                            signature=b.signature,
+                            checkpoint=b.checkpoint,
+                            leaves=[StoredLeaf(r.idx, r.id, r.leaf_hash, r.leaf_data.encode("utf-8")) for r in rows],
+                        )
+                        size = b.tree_size
+                height = page[-1].height + 1
+            _check_nothing_unsealed(store, size)
+        finally:
+            store.dispose()
 
     def node_check(nodes: Sequence[tuple[NodeId, bytes]]) -> None:
         with store.read() as conn:
@@ -56,12 +142,94 @@ def db_blocks(settings: Settings) -> Source:
                     node=list(node),
                 )
 
-    # The header's origin is re-checked against genesis by verify_chain.
-    return blocks(), total, node_check
+    def state_check(participants: Sequence[ParticipantRecord], keys: Sequence[KeyRecord]) -> None:
+        with store.read() as conn:
+            stored_p = {
+                r.id: {
+                    "name": r.name,
+                    "roles": json.loads(r.roles),
+                    "attributes": json.loads(r.attributes),
+                    "registered_index": r.registered_index,
+                    "registered_height": r.registered_height,
+                    "updated_index": r.updated_index,
+                }
+                for r in conn.execute(select(t.participants))
+            }
+            stored_k = {
+                r.key_id: {
+                    "participant": r.participant,
+                    "public_key": r.public_key,
+                    "status": "revoked" if r.revoked_index is not None else "active",
+                    "added_index": r.added_index,
+                    "added_height": r.added_height,
+                    "revoked_index": r.revoked_index,
+                    "revoked_height": r.revoked_height,
+                    "reason": r.reason,
+                }
+                for r in conn.execute(select(t.participant_keys))
+            }
+        where = "the participants table"
+        _compare_projection(
+            "participant",
+            {p.id: {**_participant_view(p), "updated_index": p.updated_index} for p in participants},
+            stored_p,
+            where,
+        )
+        _compare_projection("key", {k.key_id: _key_view(k) for k in keys}, stored_k, "the participant_keys table")
+
+    gen = blocks()
+
+    def close() -> None:
+        # The generator first, so that the connection it holds goes back to the pool before
+        # the pool is closed.
+        gen.close()
+        store.dispose()
+
+    return ChainSource(gen, total, node_check, state_check, close)
 
 
-def http_blocks(url: str, http_json: Callable[..., tuple[int, Any]]) -> Source:
-    """Every block of a server's ledger, fetched page by page (entries one by one)."""
+def _check_nothing_unsealed(store: Store, size: int) -> None:
+    """Raise ChainBroken if the log tables hold rows past the last block's tree size."""
+    with store.read() as conn:
+        stray = conn.execute(
+            select(t.entries.c.idx, t.entries.c.id)
+            .where(or_(t.entries.c.idx >= size, t.entries.c.idx < 0))
+            .order_by(t.entries.c.idx)
+            .limit(1)
+        ).first()
+        if stray is not None:
+            raise ChainBroken(
+                f"entry {stray.idx} is stored but no block seals it (the log ends at {size})",
+                reason="unsealed_entry",
+                height=None,
+                index=stray.idx,
+                entry=stray.id,
+            )
+        count = conn.execute(select(func.count()).select_from(t.merkle_nodes)).scalar_one()
+        if count != _node_count(size):
+            nodes = select(t.merkle_nodes.c.level, t.merkle_nodes.c.idx).order_by(t.merkle_nodes.c.level, t.merkle_nodes.c.idx)
+            for r in conn.execute(nodes):
+                if r.idx < 0 or (r.idx + 1) << r.level > size:
+                    raise ChainBroken(
+                        f"stored Merkle node ({r.level}, {r.idx}) covers leaves past the log's "
+                        f"end at {size}",
+                        reason="merkle_node",
+                        height=None,
+                        node=[r.level, r.idx],
+                    )
+
+
+def db_blocks(settings: Settings) -> Source:
+    """Every block of the local database with its leaves, and a check of stored Merkle nodes."""
+    src = db_source(settings)
+    return src.blocks, src.total, src.node_check
+
+
+def http_source(url: str, http_json: Callable[..., tuple[int, Any]]) -> ChainSource:
+    """Every block of a server's ledger, fetched page by page (entries one by one), and a
+    check that the members and keys the server shows are the ones its log makes."""
+    from ledger import jcs
+
     base = url.rstrip("/")
     status, info = http_json("GET", base + "/v1/ledger")
     if status != 200 or not isinstance(info, dict):
@@ -78,17 +246,43 @@ def http_blocks(url: str, http_json: Callable[..., tuple[int, Any]]) -> Source:
                 return
             for b in page["blocks"]:
                 leaves = []
-                for i, entry_id in enumerate(b["entries"]):
+                for entry_id in b["entries"]:
                     st, e = http_json("GET", f"{base}/v1/entries/{entry_id}")
                     if st != 200:
-                        raise ChainBroken(f"block {b['header']['height']} lists entry {entry_id} the server cannot show", height=b["header"]["height"], reason="missing_entry")
-                    from ledger import jcs
-
+                        raise ChainBroken(
+                            f"block {b['header']['height']} lists entry {entry_id} the server cannot show",
+                            height=b["header"]["height"],
+                            entry=entry_id,
+                            reason="missing_entry",
+                        )
                     leaf = jcs.canonicalize({"payload": e["payload"], "signatures": e["signatures"]})
                     leaves.append(StoredLeaf(e["index"], e["id"], e["leaf_hash"], leaf))
                 yield StoredBlock(header=b["header"], hash=b["hash"], signature=b["signature"], checkpoint=b.get("checkpoint"), leaves=leaves)
             height = page["blocks"][-1]["header"]["height"] + 1
 
-    return blocks(), total, None
+    def state_check(participants: Sequence[ParticipantRecord], keys: Sequence[KeyRecord]) -> None:
+        shown_p: dict[str, dict[str, Any]] = {}
+        shown_k: dict[str, dict[str, Any]] = {}
+        after = ""
+        while True:
+            status, page = http_json("GET", f"{base}/v1/participants?after={after}&limit={PAGE}")
+            if status != 200:
+                raise Unavailable(f"{base}/v1/participants answered {status}")
+            for p in page["participants"]:
+                shown_p[p["id"]] = {k: p.get(k) for k in ("name", "roles", "attributes", "registered_index", "registered_height")}
+                for k in p.get("keys", []):
+                    shown_k[k["key_id"]] = {"participant": p["id"], **{f: v for f, v in k.items() if f != "key_id"}}
+            if not page.get("next"):
+                break
+            after = page["next"]
+        where = f"{base}/v1/participants"
+        _compare_projection("participant", {p.id: _participant_view(p) for p in participants}, shown_p, where)
+        _compare_projection("key", {k.key_id: _key_view(k) for k in keys}, shown_k, where)
+
+    return ChainSource(blocks(), total, None, state_check)
 
 
+def http_blocks(url: str, http_json: Callable[..., tuple[int, Any]]) -> Source:
+    """Every block of a server's ledger, fetched page by page (entries one by one)."""
+    src = http_source(url, http_json)
+    return src.blocks, src.total, src.node_check

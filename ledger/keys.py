@@ -22,6 +22,7 @@ prefix ``filiera/<kind>/v1\\n`` (PROTOCOL §3, §5, §7), which is why the raw c
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import os
@@ -81,6 +82,13 @@ def key_id(public_key: bytes) -> KeyId:
     return KeyId(hex_of(sha256(public_key))[:16])
 
 
+@functools.lru_cache(maxsize=65536)
+def _is_valid_point(raw: bytes) -> bool:
+    """libsodium's crypto_core_ed25519_is_valid_point, remembered: it costs about as much as a
+    signature check, and each key of an entry is checked several times (intake, then sealing)."""
+    return bool(nacl.bindings.crypto_core_ed25519_is_valid_point(raw))
+
+
 def _check_public_key(raw: object, *, field_name: str) -> bytes:
     """Return ``raw`` if it is a registrable Ed25519 key. Raises InvalidKey or WeakKey."""
     if not isinstance(raw, bytes) or len(raw) != PUBLIC_KEY_SIZE:
@@ -93,7 +101,7 @@ def _check_public_key(raw: object, *, field_name: str) -> bytes:
     # is_valid_point: canonical encoding, on the curve, not small order, and in the prime-order
     # subgroup. PROTOCOL §2 only demands "canonical and not small order"; the subgroup test is
     # stricter but no honest key can fail it (see the module docstring).
-    if not nacl.bindings.crypto_core_ed25519_is_valid_point(raw):
+    if not _is_valid_point(raw):
         raise WeakKey(
             f"{field_name} is not a canonical Ed25519 point of prime order; "
             "generate a new key with a standard Ed25519 key generator",

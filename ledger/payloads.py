@@ -460,6 +460,8 @@ def validate_payload(payload: Any) -> EntryType:
     """
     if not isinstance(payload, dict):
         raise InvalidField("payload must be an object", field="payload")
+    if "type" not in payload:
+        raise MissingField("missing field payload.type", field="payload.type")
     kind = payload.get("type")
     try:
         entry_type = EntryType(kind if isinstance(kind, str) else "")

@@ -32,7 +32,7 @@ from .clock import Clock, SystemClock
 from .encoding import b64, format_time, parse_time
 from .entries import Envelope, envelope_from_leaf, parse_envelope, sign_payload
 from .errors import (
-    InvalidField,
+    EntryNotFound,
     LedgerError,
     LedgerExists,
     NotInitialised,
@@ -56,6 +56,9 @@ log = logging.getLogger("filiera.sealing")
 # A block holds at most this many entries; a longer queue is sealed in several rounds so that
 # one transaction stays short.
 MAX_BLOCK_ENTRIES = 2000
+
+# How many times a waiting request re-waits for an entry that other requests keep re-queueing.
+_SETTLE_ROUNDS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +174,22 @@ class Sealer:
             index, height = head.tree_size, head.height + 1
             seen: set[str] = set()
             for obj in objs:
+                parsed: str | None = None
                 try:
                     env = parse_envelope(obj, origin=origin)
+                    parsed = env.id
                     if env.id in seen or self.store.entry_by_id(conn, env.id) is not None:
                         outcomes.append(Outcome(env.id, "exists"))
                         continue
                     verified = self._precheck(conn, state, env, index, height)
                 except LedgerError as exc:
+                    # PostgreSQL reads at READ COMMITTED: another worker may have sealed this
+                    # very entry since the look-up above, and the rules then refuse it for
+                    # its own effects (nonce used, participant registered). It is in the
+                    # log, so the answer is its receipt, not a refusal.
+                    if parsed is not None and self.store.entry_by_id(conn, parsed) is not None:
+                        outcomes.append(Outcome(parsed, "exists"))
+                        continue
                     if raise_first:
                         raise
                     outcomes.append(Outcome(None, "rejected", error=exc))
@@ -196,10 +208,23 @@ class Sealer:
                 )
         if queue:
             self._enqueue(queue)
-        if wait:
+        if not wait:
+            self._settle(outcomes, raise_first=raise_first)
+            return outcomes
+        # Another request carrying the same entry may queue it afresh after a round refused
+        # it (a fresh attempt replaces a refusal, _enqueue): then wait for that round too,
+        # rather than answer "pending" to a request that asked to wait.
+        for _ in range(_SETTLE_ROUNDS):
             self._wait_sealed([o.id for o in outcomes if o.status == "pending" and o.id])
-        self._settle(outcomes, raise_first=raise_first)
-        return outcomes
+            self._settle(outcomes, raise_first=raise_first)
+            waiting = sorted(o.id for o in outcomes if o.status == "pending" and o.id)
+            if not waiting:
+                return outcomes
+        raise SealTimeout(
+            "the entry is queued durably but was not sealed in time; it will be sealed "
+            "without further action: GET /v1/entries/{id} later",
+            entries=waiting,
+        )
 
     def _enqueue(self, rows: list[dict[str, Any]]) -> None:
         ids = [r["id"] for r in rows]
@@ -220,17 +245,18 @@ class Sealer:
                     row = self.store.pending_row(conn, o.id)
                     if row is not None and row.status == "rejected":
                         refusals[o.id] = error_for_code(row.code, row.detail, entry=o.id)
+        receipts = self.receipts(sorted(sealed))
         for o in outcomes:
             if o.id is None:
                 continue
             if o.id in sealed:
-                o.receipt = self.receipt(o.id)
+                o.receipt = receipts[o.id]
                 o.status = "created" if o.status == "pending" else "exists"
             elif o.id in refusals:
                 o.status, o.error = "rejected", refusals[o.id]
-        if refusals:
-            with self.store.write() as conn:
-                self.store.forget_rejected(conn, list(refusals))
+        # The refusal stays recorded: other requests carrying the same entry may be waiting
+        # for it (deleting it here made them answer 202 for a refused entry), and
+        # GET /v1/entries/{id} answers with it. A fresh attempt replaces it (_enqueue).
         if raise_first:
             for o in outcomes:
                 if o.error is not None:
@@ -319,7 +345,9 @@ class Sealer:
         now = self.clock.now()
         # Block times never go backwards, even if the clock does.
         block_time = max(now, parse_time(head.time, field="time")) if head else now
-        frontier = Frontier(size, [self.store.nodes(conn, Frontier.needed(size))[n] for n in Frontier.needed(size)])
+        needed = Frontier.needed(size)
+        stored = self.store.nodes(conn, needed)
+        frontier = Frontier(size, [stored[n] for n in needed])
         rows: list[dict[str, Any]] = []
         nodes = []
         parties: list[tuple[str, int]] = []
@@ -385,16 +413,29 @@ class Sealer:
     # --- receipts ---------------------------------------------------------------------
 
     def receipt(self, entry_id: str) -> Receipt:
-        """The receipt of a sealed entry: its proof against its own block's checkpoint."""
-        with self.store.read() as conn:
-            entry = self.store.entry_by_id(conn, entry_id)
-            if entry is None:
-                from .errors import EntryNotFound
+        """The receipt of a sealed entry: its proof against its own block's checkpoint.
 
-                raise EntryNotFound(f"no sealed entry {entry_id}", entry=entry_id)
-            block = self.store.block(conn, entry.height)
-            assert block is not None
-            return receipt_for(self.store, conn, entry, block)
+        Raises EntryNotFound."""
+        found = self.receipts([entry_id])
+        if entry_id not in found:
+            raise EntryNotFound(f"no sealed entry {entry_id}", entry=entry_id)
+        return found[entry_id]
+
+    def receipts(self, entry_ids: Sequence[str]) -> dict[str, Receipt]:
+        """Receipts of the sealed entries among ``entry_ids``, read in one transaction."""
+        out: dict[str, Receipt] = {}
+        blocks: dict[int, BlockRow] = {}
+        with self.store.read() as conn:
+            for entry_id in entry_ids:
+                entry = self.store.entry_by_id(conn, entry_id)
+                if entry is None:
+                    continue
+                if entry.height not in blocks:
+                    block = self.store.block(conn, entry.height)
+                    assert block is not None
+                    blocks[entry.height] = block
+                out[entry_id] = receipt_for(self.store, conn, entry, blocks[entry.height])
+        return out
 
     # --- background sealing of 202 entries -------------------------------------------
 

@@ -69,3 +69,53 @@ def key_revoke(owner: Member, key_id: str, *, signer: Member | None = None, reas
     s = signer or owner
     p = payload("key.revoke", s.id, origin=origin, participant=owner.id, key_id=key_id, reason=reason)
     return envelope(p, s)
+
+
+def update(admin: Member, participant: str, *, name: str | None = None, roles: list[str] | None = None, origin: str = ORIGIN, extra_admins: tuple[Member, ...] = ()) -> dict[str, Any]:
+    """A participant.update signed by ``admin`` (and ``extra_admins``)."""
+    fields: dict[str, Any] = {"participant": participant}
+    if name is not None:
+        fields["name"] = name
+    if roles is not None:
+        fields["roles"] = roles
+    return envelope(payload("participant.update", admin.id, origin=origin, **fields), admin, *extra_admins)
+
+
+def participant_object(member: Member, roles: list[str], *, name: str | None = None) -> dict[str, Any]:
+    """The participant object of a register entry or of genesis ``admins``."""
+    return {
+        "id": member.id,
+        "name": name or f"{member.id} S.p.A.",
+        "roles": roles,
+        "keys": [{"public_key": member.public_key}],
+    }
+
+
+def with_key(member: Member, key: SigningKey) -> Member:
+    """The same participant, signing with another of its keys."""
+    return Member(member.id, key)
+
+
+# --- HTTP, as a supplier system calls the API -------------------------------------------
+
+
+def post_entry(client: Any, env: Any, **headers: str) -> Any:
+    """POST one envelope (any JSON value) to /v1/entries."""
+    return client.post("/v1/entries", json=env, headers=headers)
+
+
+def post_batch(client: Any, envs: list[Any]) -> Any:
+    return client.post("/v1/entries/batch", json={"entries": envs})
+
+
+def checkpoint_bytes(client: Any) -> bytes:
+    resp = client.get("/v1/checkpoint")
+    assert resp.status_code == 200
+    data: bytes = resp.data
+    return data
+
+
+def tree_size(client: Any) -> int:
+    resp = client.get("/v1/ledger")
+    assert resp.status_code == 200
+    return int(resp.json["tree_size"])

@@ -10,6 +10,7 @@ from ledger.errors import BlockNotFound, InvalidPage
 from ledger.storage.store import BlockRow
 
 from ..openapi import operation
+from ..schemas.common import MAX_INT
 from ..schemas.ledger import BlockListSchema, BlockSchema, BlocksQuerySchema
 from ..services import load_query, services
 
@@ -32,7 +33,9 @@ def get_block(height: int) -> Response:
     """The block's header, hash, ledger signature, checkpoint and entry ids in log order."""
     svc = services()
     with svc.store.read() as conn:
-        block = svc.store.block(conn, height) if height >= 0 else None
+        # Heights outside the column's range cannot name a block; asking the database
+        # would overflow its integer type.
+        block = svc.store.block(conn, height) if 0 <= height <= MAX_INT else None
         if block is None:
             raise BlockNotFound(f"no block at height {height}", height=height)
         policy = svc.store.policy(conn)

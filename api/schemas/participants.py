@@ -34,5 +34,10 @@ class ParticipantListSchema(Schema):
 
 
 class ParticipantsQuerySchema(Schema):
-    after = fields.String(load_default="", validate=validate.Length(max=128))
+    # A cursor is a participant id (or a prefix of one): PostgreSQL text cannot hold every
+    # string (NUL), and nothing else can name a position in the list.
+    after = fields.String(
+        load_default="",
+        validate=validate.Regexp(r"^[a-z0-9._:-]{0,128}$", error="must be a participant id"),
+    )
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_INT))

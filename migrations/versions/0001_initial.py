@@ -17,6 +17,13 @@ depends_on = None
 
 LOG_TABLES = ("entries", "blocks", "merkle_nodes")
 
+# Every unique key of each log table, as a condition on the row being inserted (NEW).
+_SQLITE_KEYS = {
+    "entries": "idx = NEW.idx OR id = NEW.id OR (author = NEW.author AND nonce = NEW.nonce)",
+    "blocks": "height = NEW.height OR hash = NEW.hash OR tree_size = NEW.tree_size",
+    "merkle_nodes": "level = NEW.level AND idx = NEW.idx",
+}
+
 
 def upgrade() -> None:
     op.create_table(
@@ -107,6 +114,14 @@ def _append_only_triggers() -> None:
                     f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
                     f"BEGIN SELECT RAISE(ABORT, 'filiera: {table} is append-only'); END"
                 )
+            # INSERT OR REPLACE deletes the row it collides with without firing DELETE
+            # triggers (unless recursive_triggers is on, which a sqlite3 shell does not set),
+            # so a replaced row would rewrite history: refuse any insert over an existing key.
+            op.execute(
+                f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
+                f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {_SQLITE_KEYS[table]}) "
+                f"BEGIN SELECT RAISE(ABORT, 'filiera: {table} is append-only'); END"
+            )
     elif dialect == "postgresql":
         op.execute(
             """
