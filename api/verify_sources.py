@@ -20,6 +20,8 @@ from ledger.errors import ChainBroken, Unavailable
 from ledger.merkle import NodeId
 from ledger.state import KeyRecord, ParticipantRecord
 from ledger.storage import schema as t
+from ledger.state import LedgerState
+from ledger.storage import projection
 from ledger.storage.store import Store
 from ledger.verify import NodeCheck, StateCheck, StoredBlock, StoredLeaf
 
@@ -142,8 +144,21 @@ def db_source(settings: Settings) -> ChainSource:
                     node=list(node),
                 )
 
-    def state_check(participants: Sequence[ParticipantRecord], keys: Sequence[KeyRecord]) -> None:
+    def state_check(state: LedgerState) -> None:
+        participants, keys = state.changed_participants(), state.changed_keys()
         with store.read() as conn:
+            for kind in projection.PROJECTED_KINDS:
+                replayed = {r.ident: r for r in state.changed(kind)}
+                stored = {r.ident: r for r in projection.all_records(conn, kind)}
+                for rid in sorted(set(replayed) | set(stored)):
+                    if replayed.get(rid) != stored.get(rid):
+                        where = "missing from" if rid not in stored else "wrong in"
+                        raise _projection_broken(
+                            f"{kind} {rid} is {where} the {kind}s table: the projection does not "
+                            "match the log",
+                            kind=kind,
+                            record=rid,
+                        )
             stored_p = {
                 r.id: {
                     "name": r.name,
@@ -260,7 +275,8 @@ def http_source(url: str, http_json: Callable[..., tuple[int, Any]]) -> ChainSou
                 yield StoredBlock(header=b["header"], hash=b["hash"], signature=b["signature"], checkpoint=b.get("checkpoint"), leaves=leaves)
             height = page["blocks"][-1]["header"]["height"] + 1
 
-    def state_check(participants: Sequence[ParticipantRecord], keys: Sequence[KeyRecord]) -> None:
+    def state_check(state: LedgerState) -> None:
+        participants, keys = state.changed_participants(), state.changed_keys()
         shown_p: dict[str, dict[str, Any]] = {}
         shown_k: dict[str, dict[str, Any]] = {}
         after = ""

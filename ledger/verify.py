@@ -60,7 +60,7 @@ REASONS = frozenset(
 NodeCheck = Callable[[Sequence[tuple[NodeId, bytes]]], None]
 """Receives the Merkle nodes one leaf completes; raises ChainBroken if a stored one differs."""
 
-StateCheck = Callable[[Sequence[ParticipantRecord], Sequence[KeyRecord]], None]
+StateCheck = Callable[[LedgerState], None]
 """Receives every participant and key as the replayed log leaves them; raises ChainBroken."""
 
 
@@ -272,7 +272,7 @@ def verify_chain(
             checkpoint_size=trusted.tree_size,
         )
     if state_check is not None:
-        state_check(state.changed_participants(), state.changed_keys())
+        state_check(state)
     return VerifyReport(
         origin=origin,
         height=expected_height - 1,

@@ -108,5 +108,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("entry_parties", "attestations", "payments", "contracts", "handoffs", "lot_lineage", "lots"):
-        op.drop_table(table)
+    # Filiera migrates forward only: a downgrade would leave a ledger that newer entries in its
+    # log cannot be applied to.
+    raise RuntimeError("Filiera schemas are not downgraded; restore a backup instead")

@@ -227,6 +227,7 @@ def delete_tail(conn: Connection, led: Ledger, *, nodes: bool, projection: bool)
                 conn.execute(text("DELETE FROM merkle_nodes WHERE level = :l AND idx = :i"), {"l": level, "i": idx})
     if projection:
         gone = [f"m{i:02d}" for i in range(15, 19)]
+        conn.execute(text("DELETE FROM entry_parties WHERE idx >= :s"), {"s": size})
         for pid in gone:
             conn.execute(text("DELETE FROM participant_keys WHERE participant = :p"), {"p": pid})
             conn.execute(text("DELETE FROM participants WHERE id = :p"), {"p": pid})

@@ -27,7 +27,10 @@ from ..conftest import Db, LedgerEnv
 from .conftest import check_chain
 
 COMPARE_OPTS = {"compare_type": True, "compare_server_default": True}
-LEDGER_TABLES = {"entries", "blocks", "merkle_nodes", "pending", "participants", "participant_keys"}
+LEDGER_TABLES = {
+    "entries", "blocks", "merkle_nodes", "pending", "participants", "participant_keys",
+    "lots", "lot_lineage", "handoffs", "contracts", "payments", "attestations", "entry_parties",
+}
 
 
 @pytest.fixture
