@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import contextlib
 import json
 import os
 import secrets
@@ -20,6 +22,7 @@ from ledger.config import Settings
 from ledger.encoding import check_participant_id, format_time
 from ledger.entries import add_signature, parse_envelope, sign_payload
 from ledger.errors import ConfigurationError, LedgerError, ParticipantReserved, Unavailable
+from ledger.client import http_json
 from ledger.keys import KeyFile, SigningKey, read_key_file, write_key_file
 from ledger.rules.governance import RESERVED_IDS
 
@@ -213,24 +216,6 @@ def sign(file: str, key_file: Path, out: Path | None) -> None:
         click.echo(text, nl=False)
 
 
-def http_json(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, Any]:
-    """A small JSON-over-HTTP call: returns (status, parsed body or text)."""
-    data = None if body is None else json.dumps(body).encode("utf-8")
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, raw, ctype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as err:
-        status, raw, ctype = err.code, err.read(), err.headers.get("Content-Type", "")
-    if "json" in ctype:
-        return status, json.loads(raw)
-    return status, raw.decode("utf-8", "replace")
-
-
 @cli.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--url", required=True, help="Ledger base URL, e.g. http://127.0.0.1:8000")
@@ -263,7 +248,7 @@ def submit(files: tuple[str, ...], url: str, is_async: bool) -> None:
             continue
         try:
             status, body = http_json("POST", url.rstrip("/") + "/v1/entries", env, headers)
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, LedgerError) as exc:
             summary()
             click.echo(f"error: cannot reach {url}: {exc}", err=True)
             sys.exit(EXIT_USAGE)
@@ -338,6 +323,26 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 @cli.command()
+@click.argument("path")
+@click.option("--url", required=True, help="Ledger base URL, e.g. http://127.0.0.1:8000")
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Your key file: signs the request (RFC 9421) so member-only resources answer.")
+def get(path: str, url: str, key_file: Path | None) -> None:
+    """GET a resource (e.g. /v1/entries/ID) as a member and print the JSON; exit 1 on 4xx/5xx."""
+    try:
+        key = read_key_file(key_file).signing_key if key_file else None
+    except LedgerError as exc:
+        _fail(exc)
+    target = url.rstrip("/") + "/" + path.lstrip("/")
+    try:
+        status, body = http_json("GET", target, key=key)
+    except (urllib.error.URLError, OSError, LedgerError) as exc:
+        click.echo(f"error: cannot reach {url}: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(json.dumps(body, indent=2, ensure_ascii=False) if not isinstance(body, str) else body)
+    sys.exit(EXIT_INVALID if status >= 400 else 0)
+
+
+@cli.command()
 @click.option("--url", help="Verify a server's ledger through its API instead of the local database.")
 @click.option("--ledger-key", help="Trusted ledger public key (base64); default: the one genesis names.")
 @click.option(
@@ -352,6 +357,12 @@ def _write_atomic(path: Path, text: str) -> None:
     help="After a successful check, save the head's signed checkpoint here (may be the "
     "--trusted-checkpoint file: it then advances).",
 )
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --url: the key file of an auditor or admin, to sign the reads (RFC 9421).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report, or the failure, as one JSON object on stdout.")
 @click.pass_obj
 def verify(
@@ -360,6 +371,7 @@ def verify(
     ledger_key: str | None,
     trusted_checkpoint: Path | None,
     save_checkpoint: Path | None,
+    key_file: Path | None,
     as_json: bool,
 ) -> None:
     """Re-check every block, link, root, signature and authorisation; exit 1 on the first failure.
@@ -389,10 +401,17 @@ def verify(
     try:
         trusted = PublicKey.from_b64(ledger_key, field="--ledger-key").raw if ledger_key else None
         checkpoint = _read_trusted_checkpoint(trusted_checkpoint) if trusted_checkpoint else None
+        reader = read_key_file(key_file).signing_key if key_file else None
+        if url and reader is None:
+            raise ConfigurationError(
+                "--url needs --key: entries are for members, so sign the reads with an "
+                "auditor's or admin's key file"
+            )
     except LedgerError as exc:
         fail(exc, EXIT_USAGE)
     try:
-        source = http_source(url, http_json) if url else db_source(obj.settings)
+        signed_http = functools.partial(http_json, key=reader)
+        source = http_source(url, signed_http) if url else db_source(obj.settings)
         with click.progressbar(length=source.total, label="verifying", file=sys.stderr, show_pos=True) as bar:
             last = [0]
 
@@ -415,7 +434,7 @@ def verify(
         fail(exc, EXIT_INVALID)
     except LedgerError as exc:
         fail(exc, EXIT_USAGE)
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, LedgerError) as exc:
         fail(Unavailable(f"cannot reach {url}: {exc}"), EXIT_USAGE)
     except OperationalError as exc:
         fail(Unavailable(f"database unreachable or busy: {exc.orig}"), EXIT_USAGE)
@@ -448,18 +467,49 @@ def verify(
 @cli.command()
 @click.option("--origin", default="demo.filiera.example", show_default=True)
 @click.option("--if-missing", is_flag=True, help="Do nothing if the database already holds a ledger.")
+@click.option(
+    "--lots",
+    type=click.IntRange(min=4),
+    default=None,
+    help="Harvested lots of olives to follow through the chain (default 30); 100000 makes a large ledger.",
+)
 @click.pass_obj
-def demo(obj: _Ctx, origin: str, if_missing: bool) -> None:
-    """Create a demo ledger: an olive-oil consortium's members and keys."""
-    from .demo import build_demo
+def demo(obj: _Ctx, origin: str, if_missing: bool, lots: int | None) -> None:
+    """Create a demo ledger: an olive-oil consortium, its keys and its trade.
+
+    Groves in Puglia harvest lots of olives, a certifier attests them, a mill presses them, a
+    bottler bottles the oil for retailers in Milan and Munich under contracts with delivery
+    deadlines, a carrier delivers (some late, one pallet refused), the retailers pay. Every
+    member's key file is written to the data directory. Progress goes to stderr.
+    """
+    from .demo import DEFAULT_LOTS, build_demo
 
     settings = obj.settings
-    try:
-        made = build_demo(settings, origin=origin, if_missing=if_missing, echo=click.echo)
-    except LedgerError as exc:
-        _fail(exc)
-    if not made:
+    total = DEFAULT_LOTS if lots is None else lots
+    with contextlib.ExitStack() as stack:
+        bars: list[Any] = []
+
+        def progress(lots_sealed: int) -> None:
+            # Drawn from the first sealed batch, so that --if-missing on an existing
+            # ledger prints no bar.
+            if not bars:
+                bars.append(stack.enter_context(click.progressbar(length=total, label="sealing the demo", file=sys.stderr, show_pos=True)))
+            bars[0].update(lots_sealed)
+
+        try:
+            summary = build_demo(settings, origin=origin, if_missing=if_missing, lots=total, progress=progress)
+        except LedgerError as exc:
+            stack.close()
+            _fail(exc)
+    if summary is None:
         click.echo(f"a ledger already exists in {settings.database_url}; leaving it as it is")
+        return
+    click.echo(
+        f"demo ledger {summary.origin}: {summary.members} members, {summary.lots:,} harvested lots; "
+        f"{summary.entries:,} entries in {summary.blocks:,} blocks, "
+        f"{summary.seconds:.1f} s ({summary.rate:,.0f} entries/s)"
+    )
+    click.echo(f"key files in {settings.data_dir}")
 
 
 def main() -> None:

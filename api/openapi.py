@@ -51,6 +51,7 @@ def operation(
     headers: Mapping[str, str] | None = None,
     errors: tuple[int, ...] = (400,),
     description: str = "",
+    member: bool = False,
 ) -> Callable[[F], F]:
     """Declare a view's OpenAPI operation. ``responses`` maps statuses to a schema, a media
     type (``TEXT``, ``NDJSON``) or None (no body); ``errors`` lists problem statuses."""
@@ -64,7 +65,8 @@ def operation(
             "body": body,
             "path": dict(path or {}),
             "headers": dict(headers or {}),
-            "errors": errors,
+            "errors": (*errors, 401) if member else errors,
+            "member": member,
             "description": description or (view.__doc__ or "").strip(),
         }
         return view
@@ -89,6 +91,17 @@ def build_spec(app: Flask) -> dict[str, Any]:
         },
     )
     spec.components.schema("Problem", schema=ProblemSchema)
+    spec.components.security_scheme(
+        "memberSignature",
+        {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Signature",
+            "description": "RFC 9421 HTTP Message Signature by a member's Ed25519 key (label "
+            "`filiera`, keyid = key id, covering @method and @target-uri, with created and "
+            "nonce), sent with its Signature-Input header.",
+        },
+    )
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint == "static":
             continue
@@ -132,6 +145,8 @@ def _operation(endpoint: str, method: str, meta: Mapping[str, Any], args: set[st
     }
     if meta["description"]:
         op["description"] = meta["description"]
+    if meta["member"]:
+        op["security"] = [{"memberSignature": []}]
     params: list[dict[str, Any]] = [
         {"in": "path", "name": name, "required": True, "schema": {"type": meta["path"].get(name, "string")}}
         for name in sorted(args)

@@ -78,6 +78,12 @@ def problem(exc: e.LedgerError, headers: dict[str, str] | None = None) -> Respon
     resp = Response(
         json.dumps(body), status=body["status"], mimetype="application/problem+json"
     )
+    if resp.status_code == 401:
+        # RFC 9110 §11.6.1 asks 401 to name a scheme; RFC 9421 §5.1 lists what to sign.
+        resp.headers["WWW-Authenticate"] = 'Signature realm="filiera"'
+        resp.headers["Accept-Signature"] = (
+            'filiera=("@method" "@target-uri");alg="ed25519";keyid;created;nonce'
+        )
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp

@@ -106,6 +106,41 @@ def app(ledger_env: LedgerEnv) -> Iterator[Flask]:
     svc.store.dispose()
 
 
+class SigningClient(FlaskClient):
+    """A test client that signs GET requests (RFC 9421) as ``signer``, as a member's system
+    would; ``unsigned=True`` sends one request bare, ``as_member(m)`` signs as another member."""
+
+    signer: Member | None = None
+
+    def as_member(self, member: Member | None) -> SigningClient:
+        other = type(self)(self.application, self.response_wrapper, use_cookies=False)
+        other.signer = member
+        return other
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        unsigned = kwargs.pop("unsigned", False)
+        method = str(kwargs.get("method", "GET")).upper()
+        if unsigned or self.signer is None or method not in ("GET", "HEAD") or not args or not isinstance(args[0], str):
+            return super().open(*args, **kwargs)
+        from flask.testing import EnvironBuilder
+
+        from ledger.httpsig import sign_request
+
+        builder = EnvironBuilder(self.application, *args, **kwargs)
+        try:
+            url = builder.get_request().url
+            for name, value in sign_request(method, url, self.signer.key).items():
+                builder.headers[name] = value
+            return super().open(builder)
+        finally:
+            builder.close()
+
+
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def client(app: Flask, ledger_env: LedgerEnv) -> FlaskClient:
+    """Requests come from the ledger's admin (who may read everything), signed."""
+    app.test_client_class = SigningClient
+    c = app.test_client()
+    assert isinstance(c, SigningClient)
+    c.signer = ledger_env.admin
+    return c

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify
 from ledger.errors import BlockNotFound, InvalidPage
 from ledger.storage.store import BlockRow
 
+from ..auth import member_required
 from ..openapi import operation
 from ..schemas.common import MAX_INT
 from ..schemas.ledger import BlockListSchema, BlockSchema, BlocksQuerySchema
@@ -28,7 +29,8 @@ def _block_json(block: BlockRow, origin: str, entries: list[str]) -> dict[str, A
 
 
 @bp.get("/v1/blocks/<int(signed=True):height>")
-@operation(summary="One block", tag="blocks", responses={200: BlockSchema}, path={"height": "integer"}, errors=(404,))
+@operation(summary="One block", tag="blocks", responses={200: BlockSchema}, path={"height": "integer"}, errors=(404,), member=True)
+@member_required
 def get_block(height: int) -> Response:
     """The block's header, hash, ledger signature, checkpoint and entry ids in log order."""
     svc = services()
@@ -44,7 +46,8 @@ def get_block(height: int) -> Response:
 
 
 @bp.get("/v1/blocks")
-@operation(summary="A page of blocks", tag="blocks", query=BlocksQuerySchema, responses={200: BlockListSchema})
+@operation(summary="A page of blocks", tag="blocks", query=BlocksQuerySchema, responses={200: BlockListSchema}, member=True)
+@member_required
 def list_blocks() -> Response:
     """Blocks from height ``from`` (default 0), at most ``limit`` (default 100)."""
     svc = services()

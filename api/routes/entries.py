@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from ledger.encoding import unhex32
 from ledger.errors import BatchTooLarge, EntryNotFound, InvalidField, error_for_code
 
+from ..auth import current_member, member_required
 from ..body import read_json
 from ..openapi import operation
 from ..problems import problem_body, status_for
@@ -97,13 +98,20 @@ def submit_batch() -> Response:
     tag="entries",
     responses={200: EntrySchema, 202: PendingSchema},
     errors=(400, 404, 422),
+    member=True,
 )
+@member_required
 def get_entry(entry_id: str) -> tuple[Response, int]:
-    """A sealed entry; ``202`` while it is queued; the refusal's problem if sealing refused it."""
+    """A sealed entry; ``202`` while it is queued; the refusal's problem if sealing refused it.
+    Members other than auditors and admins see only entries they author, sign or are named in:
+    for any other entry the answer is 404, so that its existence does not leak."""
     unhex32(entry_id, field="id")
     svc = services()
+    member = current_member()
     with svc.store.read() as conn:
         row = svc.store.entry_by_id(conn, entry_id)
+        if row is not None and not member.sees_all and not svc.store.entry_visible_to(conn, member.id, row.idx):
+            raise EntryNotFound(f"no entry {entry_id} that you may see", entry=entry_id)
         pending = None if row else svc.store.pending_row(conn, entry_id)
     if row is not None:
         env = json.loads(row.leaf_data)

@@ -11,6 +11,7 @@ from ledger.encoding import check_participant_id
 from ledger.errors import InvalidPage, ParticipantNotFound
 from ledger.state import ParticipantRecord
 
+from ..auth import member_required
 from ..openapi import operation
 from ..schemas.participants import ParticipantListSchema, ParticipantSchema, ParticipantsQuerySchema
 from ..services import load_query, services
@@ -31,7 +32,8 @@ def _participant_json(conn: Connection, rec: ParticipantRecord) -> dict[str, Any
 
 
 @bp.get("/v1/participants")
-@operation(summary="Members, a page at a time", tag="participants", query=ParticipantsQuerySchema, responses={200: ParticipantListSchema})
+@operation(summary="Members, a page at a time", tag="participants", query=ParticipantsQuerySchema, responses={200: ParticipantListSchema}, member=True)
+@member_required
 def list_participants() -> Response:
     """Members ordered by id, after ``after``; ``next`` is the cursor for the next page."""
     svc = services()
@@ -46,7 +48,8 @@ def list_participants() -> Response:
 
 
 @bp.get("/v1/participants/<participant_id>")
-@operation(summary="One member", tag="participants", responses={200: ParticipantSchema}, errors=(400, 404))
+@operation(summary="One member", tag="participants", responses={200: ParticipantSchema}, errors=(400, 404), member=True)
+@member_required
 def get_participant(participant_id: str) -> Response:
     check_participant_id(participant_id, field="id")
     svc = services()

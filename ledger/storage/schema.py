@@ -39,6 +39,7 @@ __all__ = [
     "payments",
     "attestations",
     "entry_parties",
+    "request_nonces",
     "LOG_TABLES",
 ]
 
@@ -220,4 +221,14 @@ entry_parties = Table(
     metadata,
     Column("participant", String(128), primary_key=True),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
+)
+
+# Nonces of signed read requests seen in the replay window (RFC 9421 §7.2.2), shared by every
+# worker so that a captured request cannot be replayed against another one. Pruned as it ages.
+request_nonces = Table(
+    "request_nonces",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("key_id", String(16), nullable=False),
+    Column("seen_at", BigInteger, nullable=False, index=True),
 )

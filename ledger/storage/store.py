@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, event, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool, QueuePool
 
 from ..config import Settings
@@ -444,6 +444,34 @@ class Store:
 
     def count_entries(self, conn: Connection) -> int:
         return int(conn.execute(select(func.count()).select_from(t.entries)).scalar_one())
+
+    # --- signed reads ---------------------------------------------------------------------
+
+    def remember_nonce(self, nonce: str, key_id: str, now: int, *, window: int = 600) -> None:
+        """Record a signed request's nonce; raises RequestReplayed if it was seen before.
+
+        Nonces older than ``window`` seconds are pruned now and then: a signature that old is
+        refused for its ``created`` time anyway.
+        """
+        from ..httpsig import RequestReplayed
+
+        try:
+            with self.write() as conn:
+                conn.execute(t.request_nonces.insert().values(nonce=nonce, key_id=key_id, seen_at=now))
+                if now % 16 == 0:
+                    conn.execute(t.request_nonces.delete().where(t.request_nonces.c.seen_at < now - window))
+        except IntegrityError as exc:
+            raise RequestReplayed(
+                "this request's nonce was used before; sign every request with a fresh nonce"
+            ) from exc
+
+    def entry_visible_to(self, conn: Connection, participant: str, index: int) -> bool:
+        row = conn.execute(
+            select(t.entry_parties.c.idx).where(
+                t.entry_parties.c.participant == participant, t.entry_parties.c.idx == index
+            )
+        ).first()
+        return row is not None
 
     # --- the intake queue ---------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Supply-chain projection: lots, lineage, handoffs, contracts, payments, attestations, and
-the parties of each entry (for member-only reads).
+"""Supply-chain projection: lots, lineage, handoffs, contracts, payments, attestations, the
+parties of each entry (for member-only reads), and the nonces of signed read requests.
 
 Revision ID: 0002
 Revises: 0001
@@ -105,6 +105,14 @@ def upgrade() -> None:
         sa.Column("idx", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.PrimaryKeyConstraint("participant", "idx", name="pk_entry_parties"),
     )
+    op.create_table(
+        "request_nonces",
+        sa.Column("nonce", sa.String(64), nullable=False),
+        sa.Column("key_id", sa.String(16), nullable=False),
+        sa.Column("seen_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("nonce", name="pk_request_nonces"),
+    )
+    op.create_index("ix_request_nonces_seen_at", "request_nonces", ["seen_at"])
 
 
 def downgrade() -> None:

@@ -27,7 +27,7 @@ from ledger.config import Settings
 from ledger.entries import sign_payload
 from ledger.keys import SigningKey, key_id, read_key_file
 
-from ..conftest import BACKENDS, PG_URL, VECTORS, LedgerEnv, _pg_admin_engine
+from ..conftest import SigningClient, BACKENDS, PG_URL, VECTORS, LedgerEnv, _pg_admin_engine
 from ..factories import (
     ORIGIN,
     Member,
@@ -502,7 +502,10 @@ def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         backend=request.param,
     )
     app = create_app(settings, background_sealing=False)
+    app.test_client_class = SigningClient
     client = app.test_client()
+    assert isinstance(client, SigningClient)
+    client.signer = env.admin
     try:
         yield Shared(client, _setup(client, env), tmp)
     finally:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from ledger.entries import parse_envelope, verify_entry_signature
-from ledger.keys import SigningKey, read_key_file
+from ledger.keys import write_key_file, SigningKey, read_key_file
 from ledger.notes import NoteVerifier, TlogProof
 from ledger.rules import verify_signatures
 from ledger.state import KeyRecord, LedgerState
@@ -396,14 +396,14 @@ def test_verify_the_local_database_and_the_server(served: Served) -> None:
     assert status == 200
     assert (report["ok"], report["tree_size"], report["entries"]) == (True, head["tree_size"], head["tree_size"])
 
-    remote = run(["verify", "--json", "--url", served.server.url])
+    remote = run(["verify", "--json", "--url", served.server.url, "--key", str(served.admin_key)])
     assert remote.exit_code == 0, remote.output
     assert json.loads(remote.stdout) == report
 
 
 def test_verify_against_another_ledger_key_fails(served: Served) -> None:
     other = SigningKey.generate().public_key.b64
-    for args in (on(served.data, served.url), ["--url", served.server.url]):
+    for args in (on(served.data, served.url), ["--url", served.server.url, "--key", str(served.admin_key)]):
         if args[0] == "--url":
             result = run(["verify", "--json", "--ledger-key", other, *args])
         else:
@@ -417,10 +417,18 @@ def test_verify_against_another_ledger_key_fails(served: Served) -> None:
     assert error_code(bad.stderr) == "invalid_key"
 
 
-def test_verify_a_server_that_is_not_there_exits_2() -> None:
-    result = run(["verify", "--json", "--url", f"http://127.0.0.1:{free_port()}"])
+def test_verify_a_server_that_is_not_there_exits_2(tmp_path: Path) -> None:
+    key = tmp_path / "auditor.key"
+    write_key_file(key, participant="auditor", signing_key=SigningKey.generate())
+    result = run(["verify", "--json", "--url", f"http://127.0.0.1:{free_port()}", "--key", str(key)])
     assert result.exit_code == 2
     assert json.loads(result.stdout)["code"] == "unavailable"
+
+
+def test_verify_url_needs_a_member_key() -> None:
+    result = run(["verify", "--json", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["code"] == "configuration_error"
 
 
 # --- demo --------------------------------------------------------------------------------
