@@ -294,7 +294,7 @@ class _Story:
                 reason = "pallet damaged in transit: receipt rejected, goods returned to the bottler"
                 yield self._entry("contract.close", buyer, {"contract": contract_id, "status": "terminated", "reason": reason})[0], 0
                 continue
-            paid = {"payer": retailer, "payee": _BOTTLER, "amount": f"{amount:.2f}", "currency": "EUR", "contract": contract_id, "invoice": f"OS-{code}-{seq}", "paid_at": self._past(arrived + timedelta(days=rng.randint(3, 10)))}
+            paid = {"payer": retailer, "payee": _BOTTLER, "amount": f"{amount:.2f}", "currency": "EUR", "contract": contract_id, "invoice": f"OS-{code}-{seq}", "paid_at": self._past(arrived + (timedelta(hours=12) if final else timedelta(days=rng.randint(3, 10))))}
             env, pay_id = self._entry("payment", buyer, paid)
             yield env, 0
             if final:
