@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,8 +58,8 @@ log = logging.getLogger("filiera.sealing")
 # one transaction stays short.
 MAX_BLOCK_ENTRIES = 2000
 
-# How many times a waiting request re-waits for an entry that other requests keep re-queueing.
-_SETTLE_ROUNDS = 5
+# Parsed envelopes kept from intake for sealing, per process.
+_INTAKE_CACHE = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +92,23 @@ class Outcome:
     error: LedgerError | None = None
 
 
+@dataclass(eq=False)
+class _Job:
+    """An entry whose submitter waits for its block (in this process, not in ``pending``)."""
+
+    env: Envelope
+    verified: frozenset[tuple[str, bytes]]
+    done: threading.Event = field(default_factory=threading.Event)
+    status: str = "pending"  # created | exists | rejected
+    receipt: Receipt | None = None
+    error: LedgerError | None = None
+
+
 @dataclass
 class _Round:
     sealed: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
+    errors: dict[str, LedgerError] = field(default_factory=dict)
 
 
 class Sealer:
@@ -114,6 +128,16 @@ class Sealer:
         self.seal_timeout = seal_timeout
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Envelopes this process parsed and verified at intake, by entry id, so that sealing
+        # them does not parse the stored bytes again (bounded; a miss just re-parses).
+        self._intake: OrderedDict[str, tuple[Envelope, frozenset[tuple[str, bytes]]]] = OrderedDict()
+        self._intake_lock = threading.Lock()
+        # Waiting submitters of this process hand their entries to one leader thread at a
+        # time, which seals all of them (and the durable queue) in one block: group commit
+        # without a round trip through the queue table.
+        self._jobs: list[_Job] = []
+        self._jobs_cv = threading.Condition()
+        self._leading = False
 
     # --- genesis ----------------------------------------------------------------------
 
@@ -165,6 +189,7 @@ class Sealer:
         """
         outcomes: list[Outcome] = []
         queue: list[dict[str, Any]] = []
+        jobs: list[_Job] = []
         now = format_time(self.clock.now())
         with self.store.read() as conn:
             origin = self.origin(conn)
@@ -197,6 +222,10 @@ class Sealer:
                 seen.add(env.id)
                 index += 1
                 outcomes.append(Outcome(env.id, "pending"))
+                if wait:
+                    jobs.append(_Job(env, verified))
+                    continue
+                self._remember(env, verified)
                 queue.append(
                     {
                         "id": env.id,
@@ -206,36 +235,139 @@ class Sealer:
                         "status": "pending",
                     }
                 )
-        if queue:
-            self._enqueue(queue)
         if not wait:
+            if queue:
+                # A 202 promises that the entry is durable: the queue row is flushed now.
+                self._enqueue(queue)
             self._settle(outcomes, raise_first=raise_first)
             return outcomes
-        # Another request carrying the same entry may queue it afresh after a round refused
-        # it (a fresh attempt replaces a refusal, _enqueue): then wait for that round too,
-        # rather than answer "pending" to a request that asked to wait.
-        for _ in range(_SETTLE_ROUNDS):
-            self._wait_sealed([o.id for o in outcomes if o.status == "pending" and o.id])
-            self._settle(outcomes, raise_first=raise_first)
-            waiting = sorted(o.id for o in outcomes if o.status == "pending" and o.id)
-            if not waiting:
-                return outcomes
-        raise SealTimeout(
-            "the entry is queued durably but was not sealed in time; it will be sealed "
-            "without further action: GET /v1/entries/{id} later",
-            entries=waiting,
-        )
+        self._seal_jobs(jobs)
+        by_id: dict[str, _Job] = {j.env.id: j for j in jobs}
+        for o in outcomes:
+            job = by_id.get(o.id or "")
+            if job is None:
+                continue
+            if o.status == "pending":
+                o.status, o.receipt, o.error = job.status, job.receipt, job.error
+            elif o.status == "exists" and job.receipt is not None:
+                # A repeat of an entry earlier in this batch.
+                o.receipt = job.receipt
+        self._settle(outcomes, raise_first=raise_first)
+        return outcomes
 
-    def _enqueue(self, rows: list[dict[str, Any]]) -> None:
+    # --- in-process group commit ------------------------------------------------------
+
+    def _seal_jobs(self, jobs: list[_Job]) -> None:
+        """Hand ``jobs`` to this process's leader (becoming it if there is none) and wait
+        until each is sealed, found sealed already, or refused."""
+        if not jobs:
+            return
+        deadline = time.monotonic() + self.seal_timeout
+        with self._jobs_cv:
+            self._jobs.extend(jobs)
+        while True:
+            with self._jobs_cv:
+                while self._leading and not all(j.done.is_set() for j in jobs):
+                    if not self._jobs_cv.wait(timeout=max(0.0, deadline - time.monotonic())):
+                        break
+                if all(j.done.is_set() for j in jobs):
+                    return
+                if self._leading:
+                    raise SealTimeout(
+                        "the entry was not sealed in time and nothing was acknowledged; "
+                        "submit it again (resubmitting an entry is idempotent)",
+                        entries=[j.env.id for j in jobs if not j.done.is_set()],
+                    )
+                self._leading = True
+                batch, self._jobs = self._jobs[:MAX_BLOCK_ENTRIES], self._jobs[MAX_BLOCK_ENTRIES:]
+            try:
+                self._seal_batch(batch)
+            finally:
+                with self._jobs_cv:
+                    self._leading = False
+                    self._jobs_cv.notify_all()
+
+    def _seal_batch(self, batch: list[_Job]) -> None:
+        """One block: entries queued durably first (they waited longest), then ``batch``."""
+        try:
+            with self.store.append() as conn:
+                rows = self.store.pending_batch(conn, MAX_BLOCK_ENTRIES)
+                head = self.store.head(conn)
+                if head is None:
+                    raise NotInitialised("the ledger has no genesis block; run `filiera init`")
+                origin = self.origin(conn)
+                out = _Round()
+                todo = self._queued_todo(conn, rows, origin, out)
+                existing = self.store.existing_ids(conn, [j.env.id for j in batch])
+                unique: dict[str, _Job] = {}
+                for job in batch:
+                    if job.env.id in existing or job.env.id in out.sealed:
+                        job.status = "exists"
+                    elif job.env.id not in unique:
+                        unique[job.env.id] = job
+                        todo.append((job.env, job.verified))
+                state = LedgerState(source=DbStateSource(self.store, conn))
+                self._seal_block(conn, state, todo, head=head, origin=origin, out=out)
+                self.store.settle_pending(conn, sealed=out.sealed, rejected=out.rejected)
+                mine = [j.env.id for j in batch if j.env.id in out.sealed or j.status == "exists"]
+                receipts = self._receipts_in(conn, mine)
+        except OperationalError as exc:
+            self._fail(batch, Unavailable(f"database busy or unreachable: {exc.orig}"))
+            raise Unavailable(f"database busy or unreachable: {exc.orig}") from exc
+        except LedgerError as exc:
+            self._fail(batch, exc)
+            raise
+        except BaseException:
+            self._fail(batch, Unavailable("sealing failed; nothing was acknowledged, submit again"))
+            raise
+        # Only now, after COMMIT, may anyone be told that their entry is in the log.
+        for job in batch:
+            if job.env.id in out.errors and job.env.id not in receipts:
+                job.status, job.error = "rejected", out.errors[job.env.id]
+            elif job.env.id in receipts:
+                job.receipt = receipts[job.env.id]
+                if job.status != "exists":
+                    job.status = "created"
+            else:  # a duplicate of an entry refused in this very block
+                job.status = "rejected"
+                job.error = out.errors.get(job.env.id) or Unavailable("entry not sealed; submit again")
+            job.done.set()
+
+    @staticmethod
+    def _fail(batch: list[_Job], error: LedgerError) -> None:
+        for job in batch:
+            if not job.done.is_set():
+                job.status, job.error = "rejected", error
+                job.done.set()
+
+    def _remember(self, env: Envelope, verified: frozenset[tuple[str, bytes]]) -> None:
+        with self._intake_lock:
+            self._intake[env.id] = (env, verified)
+            while len(self._intake) > _INTAKE_CACHE:
+                self._intake.popitem(last=False)
+
+    def _recall(self, entry_id: str, leaf_data: str) -> tuple[Envelope, frozenset[tuple[str, bytes]]] | None:
+        with self._intake_lock:
+            found = self._intake.pop(entry_id, None)
+        # Same id means same payload, but the queued row may carry another set of signatures.
+        if found is not None and found[0].leaf_data == leaf_data.encode("utf-8"):
+            return found
+        return None
+
+    def _enqueue(self, rows: list[dict[str, Any]], *, durable: bool = True) -> None:
         ids = [r["id"] for r in rows]
-        with self.store.write() as conn:
+        with self.store.write(durable=durable) as conn:
             # A fresh attempt replaces an earlier refusal of the same entry.
             self.store.forget_rejected(conn, ids)
             self.store.enqueue(conn, rows)
 
     def _settle(self, outcomes: list[Outcome], *, raise_first: bool) -> None:
-        ids = [o.id for o in outcomes if o.id and o.status in ("pending", "exists")]
+        ids = [o.id for o in outcomes if o.id and o.receipt is None and o.status in ("pending", "exists")]
         if not ids:
+            if raise_first:
+                for o in outcomes:
+                    if o.error is not None:
+                        raise o.error
             return
         with self.store.read() as conn:
             sealed = self.store.existing_ids(conn, ids)
@@ -262,24 +394,6 @@ class Sealer:
                 if o.error is not None:
                     raise o.error
 
-    def _wait_sealed(self, ids: list[str]) -> None:
-        """Seal until none of ``ids`` is still queued (each round seals everyone's entries)."""
-        deadline = time.monotonic() + self.seal_timeout
-        waiting = set(ids)
-        while waiting:
-            self.seal_pending()
-            with self.store.read() as conn:
-                waiting = {
-                    i for i in waiting
-                    if (row := self.store.pending_row(conn, i)) is not None and row.status == "pending"
-                }
-            if waiting and time.monotonic() > deadline:
-                raise SealTimeout(
-                    "the entry is queued durably but was not sealed in time; it will be sealed "
-                    "without further action: GET /v1/entries/{id} later",
-                    entries=sorted(waiting),
-                )
-
     # --- sealing ----------------------------------------------------------------------
 
     def _require_key(self) -> SigningKey:
@@ -287,16 +401,16 @@ class Sealer:
             raise Unavailable("this process has no ledger key, so it cannot seal blocks")
         return self.key
 
-    def seal_pending(self) -> int:
-        """Seal queued entries into blocks until the queue is empty. Returns entries sealed."""
-        total = 0
+    def seal_pending(self) -> set[str]:
+        """Seal queued entries into blocks until the queue is drained. Returns the ids this
+        call sealed."""
+        settled: set[str] = set()
         while True:
             try:
                 with self.store.append() as conn:
                     rows = self.store.pending_batch(conn, MAX_BLOCK_ENTRIES)
-                    if not rows:
-                        return total
-                    total += self._seal_rows(conn, rows)
+                    if rows:
+                        settled |= self._seal_rows(conn, rows)
             except OperationalError as exc:
                 raise Unavailable(f"database busy or unreachable: {exc.orig}") from exc
             except IntegrityError as exc:
@@ -304,18 +418,38 @@ class Sealer:
                 # lock, so it means the lock is not doing its job. Refuse loudly.
                 log.error("append conflict under the append lock: %s", exc.orig)
                 raise Unavailable("append conflict; retry") from exc
+            # A partial batch means the queue was drained: no need for an empty round.
+            if len(rows) < MAX_BLOCK_ENTRIES:
+                return settled
 
-    def _seal_rows(self, conn: Connection, rows: Sequence[Any]) -> int:
+    def _seal_rows(self, conn: Connection, rows: Sequence[Any]) -> set[str]:
         head = self.store.head(conn)
         if head is None:
             raise NotInitialised("the ledger has no genesis block; run `filiera init`")
         origin = self.origin(conn)
         out = _Round()
+        todo = self._queued_todo(conn, rows, origin, out)
+        already = len(out.sealed)
+        state = LedgerState(source=DbStateSource(self.store, conn))
+        self._seal_block(conn, state, todo, head=head, origin=origin, out=out)
+        self.store.settle_pending(conn, sealed=out.sealed, rejected=out.rejected)
+        return set(out.sealed[already:])
+
+    def _queued_todo(
+        self, conn: Connection, rows: Sequence[Any], origin: str, out: _Round
+    ) -> list[tuple[Envelope, frozenset[tuple[str, bytes]] | None]]:
+        """The queued rows still to seal (rows already in the log are settled in ``out``)."""
+        if not rows:
+            return []
         already = self.store.existing_ids(conn, [r.id for r in rows])
         out.sealed.extend(already)
         todo: list[tuple[Envelope, frozenset[tuple[str, bytes]] | None]] = []
         for r in rows:
             if r.id in already:
+                continue
+            cached = self._recall(r.id, r.leaf_data)
+            if cached is not None:
+                todo.append(cached)
                 continue
             try:
                 env = envelope_from_leaf(r.leaf_data.encode("utf-8"), origin=origin)
@@ -324,10 +458,7 @@ class Sealer:
                 out.rejected.append((r.id, getattr(exc, "code", "malformed_input"), str(exc)))
                 continue
             todo.append((env, verified))
-        state = LedgerState(source=DbStateSource(self.store, conn))
-        n = self._seal_block(conn, state, todo, head=head, origin=origin, out=out)
-        self.store.settle_pending(conn, sealed=out.sealed, rejected=out.rejected)
-        return n
+        return todo
 
     def _seal_block(
         self,
@@ -357,6 +488,7 @@ class Sealer:
                 apply_entry(state, env, pos, verified=verified)
             except LedgerError as exc:
                 out.rejected.append((env.id, exc.code, exc.detail))
+                out.errors[env.id] = exc
                 continue
             nodes.extend(frontier.append(env.leaf_hash))
             out.sealed.append(env.id)
@@ -407,7 +539,7 @@ class Sealer:
         for kind in projection.PROJECTED_KINDS:
             projection.flush(conn, kind, state.changed(kind))
         projection.write_parties(conn, parties)
-        log.info("sealed block %d: %d entries, tree size %d", height, len(rows), frontier.size)
+        log.debug("sealed block %d: %d entries, tree size %d", height, len(rows), frontier.size)
         return len(rows)
 
     # --- receipts ---------------------------------------------------------------------
@@ -423,18 +555,25 @@ class Sealer:
 
     def receipts(self, entry_ids: Sequence[str]) -> dict[str, Receipt]:
         """Receipts of the sealed entries among ``entry_ids``, read in one transaction."""
-        out: dict[str, Receipt] = {}
-        blocks: dict[int, BlockRow] = {}
         with self.store.read() as conn:
-            for entry_id in entry_ids:
-                entry = self.store.entry_by_id(conn, entry_id)
-                if entry is None:
-                    continue
-                if entry.height not in blocks:
-                    block = self.store.block(conn, entry.height)
-                    assert block is not None
-                    blocks[entry.height] = block
-                out[entry_id] = receipt_for(self.store, conn, entry, blocks[entry.height])
+            return self._receipts_in(conn, entry_ids)
+
+    def _receipts_in(self, conn: Connection, entry_ids: Sequence[str]) -> dict[str, Receipt]:
+        """Receipts of the sealed entries among ``entry_ids``, with one Merkle node query per
+        block."""
+        by_block: dict[int, list[EntryRow]] = {}
+        for entry_id in entry_ids:
+            entry = self.store.entry_by_id(conn, entry_id)
+            if entry is not None:
+                by_block.setdefault(entry.height, []).append(entry)
+        out: dict[str, Receipt] = {}
+        for height, entries in by_block.items():
+            block = self.store.block(conn, height)
+            assert block is not None
+            plans = {e.id: inclusion_plan(index=e.idx, tree_size=block.tree_size) for e in entries}
+            nodes = self.store.nodes(conn, set().union(*(plan_nodes(p) for p in plans.values())))
+            for e in entries:
+                out[e.id] = _receipt(e, block, build_proof(plans[e.id], nodes))
         return out
 
     # --- background sealing of 202 entries -------------------------------------------
@@ -466,7 +605,10 @@ class Sealer:
 
 def receipt_for(store: Store, conn: Connection, entry: EntryRow, block: BlockRow) -> Receipt:
     plan = inclusion_plan(index=entry.idx, tree_size=block.tree_size)
-    hashes = build_proof(plan, store.nodes(conn, plan_nodes(plan)))
+    return _receipt(entry, block, build_proof(plan, store.nodes(conn, plan_nodes(plan))))
+
+
+def _receipt(entry: EntryRow, block: BlockRow, hashes: Sequence[bytes]) -> Receipt:
     proof = TlogProof(index=entry.idx, hashes=tuple(hashes), checkpoint=block.checkpoint)
     return Receipt(
         id=entry.id,

@@ -236,9 +236,10 @@ def _entry(row: Any) -> EntryRow:
 class Store:
     """Queries over one database. Thread-safe; one per process."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, sqlite_synchronous: str = "FULL") -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.sqlite_synchronous = sqlite_synchronous
         self._policy: Policy | None = None
         # SQLite lets one writer in at a time and makes the others poll with sleeps of up to
         # 100 ms (its busy handler); threads of this process wait on a mutex instead and go
@@ -262,7 +263,7 @@ class Store:
         With ``check``, refuses unsafe durability settings (UnsafeConfiguration) and a
         database without Filiera's schema (NotInitialised).
         """
-        store = cls(make_engine(settings))
+        store = cls(make_engine(settings), sqlite_synchronous=settings.sqlite_synchronous)
         if check:
             # A refused store closes its pooled connection now rather than leave it open
             # until the garbage collector finds it.
@@ -308,11 +309,27 @@ class Store:
                 self._writer_local.held = False
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A short write transaction that does not append to the log (the intake queue)."""
+    def write(self, *, durable: bool = True) -> Iterator[Connection]:
+        """A short write transaction that does not append to the log (the intake queue).
+
+        ``durable=False`` skips the flush to disk at COMMIT (SQLite ``synchronous=NORMAL``,
+        PostgreSQL ``synchronous_commit=off``) for this one transaction. That is sound only for
+        rows nothing has acknowledged yet: the durable COMMIT of the block that seals them
+        flushes the write-ahead log up to and including them, and if the machine dies first
+        the submitter got no answer and retries (an entry is idempotent).
+        """
         with self._writer(), self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
-            with conn.begin():
-                yield conn
+            raw = conn.connection.driver_connection if self.dialect == "sqlite" and not durable else None
+            if raw is not None:
+                raw.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with conn.begin():
+                    if not durable and self.dialect == "postgresql":
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    yield conn
+            finally:
+                if raw is not None:
+                    raw.execute(f"PRAGMA synchronous={self.sqlite_synchronous}")
 
     @contextmanager
     def append(self, *, lock_timeout_s: float = 30.0) -> Iterator[Connection]:

@@ -124,7 +124,7 @@ def test_respond_async_queues_then_seals(app: Flask, client: FlaskClient, ledger
     assert pending.json == {"id": entry_id, "status": "pending"}
     assert tree_size(client) == 1
 
-    assert app.extensions["filiera"].sealer.seal_pending() == 1
+    assert len(app.extensions["filiera"].sealer.seal_pending()) == 1
 
     sealed = client.get(f"/v1/entries/{entry_id}")
     assert sealed.status_code == 200

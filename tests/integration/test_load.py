@@ -8,11 +8,12 @@ server, never surfacing as 5xx), indices 0..n-1 with no gap or duplicate, every 
 latency go to ``bench/out/t9_<backend>_<threads>x<appends>x<reps>.json``; nothing about speed is asserted.
 
 Size: the full T9 is 16 threads x 500 appends x 5 repetitions per backend (8,000 appends a
-repetition). Measured on this 2-core machine (shared with other work), the server sustains only
-about 40 appends/s on either backend -- group commit barely groups (about 1.1 entries per block
-on SQLite, 1.9 on PostgreSQL) -- so one full repetition takes over 3 minutes per backend. To
-keep each backend near a minute the defaults are 100 appends per thread and 1 repetition
-(1,600 appends); ``FILIERA_T9_APPENDS=500 FILIERA_T9_REPS=5`` runs the full plan.
+repetition). Measured on this 2-core machine (shared with other work), the server sustains
+only 40-70 appends/s on either backend -- group commit barely groups (about 1.1 entries per
+block on SQLite, 2-3 on PostgreSQL) -- so one full repetition takes about 2 minutes per
+backend and the full plan over 20. To keep each backend near a minute the defaults are 100
+appends per thread and 1 repetition (1,600 appends); ``FILIERA_T9_APPENDS=500
+FILIERA_T9_REPS=5`` runs the full plan.
 """
 
 from __future__ import annotations

@@ -1,0 +1,178 @@
+"""``python -m bench``: run every benchmark once, write bench/out/results.json, print a summary.
+
+Sections (all in one run, so every ratio has its baseline from the same minutes):
+
+1. baseline  raw PyNaCl Ed25519 verify rate, 1 process and 2 processes, 300-byte message
+2. single    POST /v1/entries from concurrent client processes to ``filiera serve``
+3. batch     POST /v1/entries/batch, 1,000 entries a request
+4. proofs    inclusion and consistency proofs on ledgers of 10k and 100k entries
+
+Sections 2-4 run on SQLite and on PostgreSQL. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import baseline, machine
+from .report import render
+
+OUT = Path(__file__).resolve().parent / "out"
+DEFAULT_PG = os.environ.get("FILIERA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+TARGETS = {
+    "single_entries_per_s": 1000.0,
+    "batch_ratio_to_2core_verify": 0.25,
+    "proof_ms_at_100k": 2.0,
+}
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--backends", default="sqlite,postgresql", help="comma-separated (default: both)")
+    ap.add_argument("--only", default="baseline,single,batch,proofs", help="sections to run")
+    ap.add_argument("--pg-url", default=DEFAULT_PG, help="PostgreSQL server (a fresh schema is used)")
+    ap.add_argument("--clients", type=int, default=12, help="concurrent single-entry client processes")
+    ap.add_argument("--members", type=int, default=96, help="members registered before the single run")
+    ap.add_argument("--seconds", type=float, default=15.0, help="length of the single-entry run")
+    ap.add_argument("--per-client", type=int, default=2500, help="entries prepared per client (upper bound)")
+    ap.add_argument("--batch-clients", type=int, default=2, help="concurrent batch clients")
+    ap.add_argument("--batches", type=int, default=3, help="batch requests per batch client")
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--sizes", default="10000,100000", help="ledger sizes for proof latency")
+    ap.add_argument("--samples", type=int, default=400, help="proofs timed per kind and size")
+    ap.add_argument("--verify-seconds", type=float, default=3.0)
+    ap.add_argument("--workers", type=int, default=2, help="gunicorn workers of the server")
+    ap.add_argument("--quick", action="store_true", help="a short smoke run (small sizes, short runs)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.seconds, a.per_client, a.batches, a.sizes, a.samples, a.verify_seconds = 4.0, 400, 1, "2000,5000", 100, 1.0
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .ingest import register_members, run_batch, run_single
+    from .proofs import run_proofs
+    from .server import serve
+    from .workload import database, init_ledger_cli
+
+    a = _args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    sections = set(a.only.split(","))
+    backends = [b for b in a.backends.split(",") if b]
+    started = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)
+
+    results: dict[str, Any] = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine.describe(a.pg_url if "postgresql" in backends else None),
+        "targets": TARGETS,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+        "baseline": {},
+        "backends": {},
+        "errors": [],
+    }
+    m = results["machine"]
+    log(f"machine: {m['cpu_model']}, {m['cores']} cores, Python {m['python']}, "
+        f"SQLite {m['sqlite']}, PostgreSQL {m['postgresql'] or 'unreachable'}")
+
+    if "baseline" in sections or sections & {"single", "batch"}:
+        log("baseline: raw Ed25519 verify, 1 process")
+        results["baseline"]["verify_1"] = baseline.verify_rate(processes=1, seconds=a.verify_seconds)
+        log("baseline: raw Ed25519 verify, 2 processes")
+        results["baseline"]["verify_2"] = baseline.verify_rate(processes=2, seconds=a.verify_seconds)
+        log(f"  {results['baseline']['verify_1']['per_s']:.0f}/s on 1 core, "
+            f"{results['baseline']['verify_2']['per_s']:.0f}/s on 2")
+
+    with tempfile.TemporaryDirectory(prefix="filiera-bench-") as tmp:
+        work = Path(tmp)
+        for backend in backends:
+            res: dict[str, Any] = {}
+            results["backends"][backend] = res
+            if backend == "postgresql" and m["postgresql"] is None:
+                msg = f"PostgreSQL at {a.pg_url} is unreachable; its figures are missing"
+                results["errors"].append(msg)
+                log(f"ERROR: {msg}")
+                continue
+            if sections & {"single", "batch"}:
+                try:
+                    with database(backend, pg_url=a.pg_url, workdir=work) as db:
+                        log(f"{backend}: filiera init, serve --workers {a.workers}")
+                        admin = init_ledger_cli(db)
+                        with serve(db, workers=a.workers, log=a.out / f"server-{backend}.log") as server:
+                            members = register_members(server.port, admin.seed, a.members)
+                            if "single" in sections:
+                                log(f"{backend}: single-entry posts, {a.clients} clients, "
+                                    f"<= {a.seconds:.0f} s")
+                                res["single"] = run_single(
+                                    server, backend, members, clients=a.clients,
+                                    per_client=a.per_client, seconds=a.seconds,
+                                )
+                                log(f"  {res['single']['entries_per_s']:.0f} entries/s, "
+                                    f"p50 {res['single']['p50_ms']:.1f} ms, p99 {res['single']['p99_ms']:.1f} ms")
+                            if "batch" in sections:
+                                log(f"{backend}: batches of {a.batch_size}, {a.batch_clients} clients "
+                                    f"x {a.batches} requests")
+                                res["batch"] = run_batch(
+                                    server, backend, members, clients=a.batch_clients,
+                                    batches=a.batches, size=a.batch_size,
+                                )
+                                log(f"  {res['batch']['entries_per_s']:.0f} entries/s")
+                except Exception as exc:  # noqa: BLE001 - one failed section must not hide the rest
+                    results["errors"].append(f"{backend} ingest: {exc!r}")
+                    log(f"ERROR {backend} ingest: {exc!r}")
+                    traceback.print_exc()
+        if "proofs" in sections:
+            proof_backends = [b for b in backends if b in results["backends"] and not (b == "postgresql" and m["postgresql"] is None)]
+            if proof_backends:
+                try:
+                    log(f"proofs: ledgers of {a.sizes} entries on {', '.join(proof_backends)}")
+                    found = run_proofs(
+                        proof_backends, pg_url=a.pg_url, workdir=work,
+                        sizes=[int(s) for s in a.sizes.split(",")], samples=a.samples, seed=1, log=log,
+                    )
+                    for b, r in found.items():
+                        results["backends"][b]["proofs"] = r
+                except Exception as exc:  # noqa: BLE001
+                    results["errors"].append(f"proofs: {exc!r}")
+                    log(f"ERROR proofs: {exc!r}")
+                    traceback.print_exc()
+
+    results["seconds"] = round(time.monotonic() - started, 1)
+    results["machine"]["loadavg_end"] = list(os.getloadavg())
+    _ratios(results)
+    path = a.out / "results.json"
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print()
+    print(render(results))
+    print(f"\nresults: {path}  ({results['seconds']:.0f} s in all)")
+    return 1 if results["errors"] else 0
+
+
+def _ratios(results: dict[str, Any]) -> None:
+    """Add each ingest figure's ratio to the 2-process verify rate of this run."""
+    v2 = results["baseline"].get("verify_2", {}).get("per_s")
+    if not v2:
+        return
+    for res in results["backends"].values():
+        for name in ("single", "batch"):
+            if name in res:
+                r = res[name]
+                r["ratio_to_2core_verify"] = r["entries_per_s"] / v2
+                r["signature_ratio_to_2core_verify"] = r["entries_per_s"] * r["signatures_per_entry"] / v2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
