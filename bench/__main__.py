@@ -6,8 +6,10 @@ Sections (all in one run, so every ratio has its baseline from the same minutes)
 2. single    POST /v1/entries from concurrent client processes to ``filiera serve``
 3. batch     POST /v1/entries/batch, 1,000 entries a request
 4. proofs    inclusion and consistency proofs on ledgers of 10k and 100k entries
+5. demo      realistic mix: `filiera demo --lots N` built in-process (100,000 lots by default)
 
-Sections 2-4 run on SQLite and on PostgreSQL. See bench/README.md.
+Sections 2-5 run on SQLite and on PostgreSQL (the 100k demo on SQLite only, unless --demo-pg).
+See bench/README.md.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ TARGETS = {
 def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     ap.add_argument("--backends", default="sqlite,postgresql", help="comma-separated (default: both)")
-    ap.add_argument("--only", default="baseline,single,batch,proofs", help="sections to run")
+    ap.add_argument("--only", default="baseline,single,batch,proofs,demo", help="sections to run")
+    ap.add_argument("--demo-lots", type=int, default=100_000, help="lots of the realistic-mix demo")
+    ap.add_argument("--demo-pg-lots", type=int, default=5_000, help="lots of the demo on PostgreSQL")
     ap.add_argument("--pg-url", default=DEFAULT_PG, help="PostgreSQL server (a fresh schema is used)")
     ap.add_argument("--clients", type=int, default=12, help="concurrent single-entry client processes")
     ap.add_argument("--members", type=int, default=96, help="members registered before the single run")
@@ -57,6 +61,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.quick:
         a.seconds, a.per_client, a.batches, a.sizes, a.samples, a.verify_seconds = 4.0, 400, 1, "2000,5000", 100, 1.0
+        a.demo_lots, a.demo_pg_lots = 1_000, 500
     return a
 
 
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine: {m['cpu_model']}, {m['cores']} cores, Python {m['python']}, "
         f"SQLite {m['sqlite']}, PostgreSQL {m['postgresql'] or 'unreachable'}")
 
-    if "baseline" in sections or sections & {"single", "batch"}:
+    if "baseline" in sections or sections & {"single", "batch", "demo"}:
         log("baseline: raw Ed25519 verify, 1 process")
         results["baseline"]["verify_1"] = baseline.verify_rate(processes=1, seconds=a.verify_seconds)
         log("baseline: raw Ed25519 verify, 2 processes")
@@ -150,6 +155,23 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"ERROR proofs: {exc!r}")
                     traceback.print_exc()
 
+        if "demo" in sections:
+            from .demo import run_demo
+
+            for backend in backends:
+                if backend not in results["backends"] or (backend == "postgresql" and m["postgresql"] is None):
+                    continue
+                lots = a.demo_lots if backend == "sqlite" else a.demo_pg_lots
+                log(f"demo: {backend}, {lots:,} lots (realistic mix, in-process)")
+                try:
+                    d = run_demo(backend, lots=lots, pg_url=a.pg_url, workdir=work)
+                    results["backends"][backend]["demo"] = d
+                    log(f"  {d['entries']:,} entries in {d['seconds']:.0f} s: {d['entries_per_s']:.0f} entries/s")
+                except Exception as exc:  # noqa: BLE001
+                    results["errors"].append(f"{backend} demo: {exc!r}")
+                    log(f"ERROR {backend} demo: {exc!r}")
+                    traceback.print_exc()
+
     results["seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     _ratios(results)
@@ -172,6 +194,8 @@ def _ratios(results: dict[str, Any]) -> None:
                 r = res[name]
                 r["ratio_to_2core_verify"] = r["entries_per_s"] / v2
                 r["signature_ratio_to_2core_verify"] = r["entries_per_s"] * r["signatures_per_entry"] / v2
+        if "demo" in res:
+            res["demo"]["ratio_to_2core_verify"] = res["demo"]["entries_per_s"] / v2
 
 
 if __name__ == "__main__":

@@ -112,6 +112,11 @@ def render(results: dict[str, Any]) -> str:
                 for c in cols
             ],
         )
+    if any("demo" in be[c] for c in cols):
+        rows.append("realistic mix: filiera demo --lots N, in-process")
+        row("  lots, entries, blocks", [cell(c, lambda r: "{lots:,}, {entries:,}, {blocks:,}".format(**r["demo"])) for c in cols])
+        row("  time to build, entries/s", [cell(c, lambda r: "{seconds:,.0f} s, {entries_per_s:,.0f}/s".format(**r["demo"])) for c in cols])
+        row("  ratio to 2-core verify, CPU ms per entry", [cell(c, lambda r: "{:.3f}, {:.2f}".format(r["demo"].get("ratio_to_2core_verify", 0.0), r["demo"]["cpu_ms_per_entry"])) for c in cols])
     lines.extend(rows)
     for e in results["errors"]:
         lines.append(f"ERROR: {e}")
