@@ -322,6 +322,17 @@ def _write_atomic(path: Path, text: str) -> None:
         raise ConfigurationError(f"cannot write {path}: {exc.strerror}", path=str(path)) from exc
 
 
+def _require_auditor(url: str, kf: KeyFile) -> None:
+    """A whole-ledger check needs a key that sees every entry. Raises ConfigurationError."""
+    status, me = http_json("GET", f"{url.rstrip('/')}/v1/participants/{kf.participant}", key=kf.signing_key)
+    roles = set(me.get("roles", [])) if status == 200 and isinstance(me, dict) else set()
+    if not roles & {"auditor", "admin"}:
+        raise ConfigurationError(
+            f"{kf.participant} is not an auditor or admin of this ledger (roles: "
+            f"{', '.join(sorted(roles)) or 'none'}); only they see every entry to verify"
+        )
+
+
 @cli.command()
 @click.argument("path")
 @click.option("--url", required=True, help="Ledger base URL, e.g. http://127.0.0.1:8000")
@@ -401,12 +412,15 @@ def verify(
     try:
         trusted = PublicKey.from_b64(ledger_key, field="--ledger-key").raw if ledger_key else None
         checkpoint = _read_trusted_checkpoint(trusted_checkpoint) if trusted_checkpoint else None
-        reader = read_key_file(key_file).signing_key if key_file else None
-        if url and reader is None:
+        reader_file = read_key_file(key_file) if key_file else None
+        reader = reader_file.signing_key if reader_file else None
+        if url and reader_file is None:
             raise ConfigurationError(
                 "--url needs --key: entries are for members, so sign the reads with an "
                 "auditor's or admin's key file"
             )
+        if url and reader_file is not None:
+            _require_auditor(url, reader_file)
     except LedgerError as exc:
         fail(exc, EXIT_USAGE)
     try:

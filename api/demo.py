@@ -373,7 +373,7 @@ def _seal(sealer: Sealer, envelopes: list[dict[str, Any]]) -> None:
     outcomes = sealer.submit_batch(envelopes, wait=False, raise_first=True)
     queued = [o.id for o in outcomes if o.status == "pending" and o.id]
     sealed = sealer.seal_pending()
-    if sealed == len(queued):
+    if len(sealed) == len(queued):
         return
     store = sealer.store
     with store.read() as conn:
@@ -381,4 +381,4 @@ def _seal(sealer: Sealer, envelopes: list[dict[str, Any]]) -> None:
             row = store.pending_row(conn, entry_id)
             if row is not None and row.status == "rejected":
                 raise error_for_code(row.code, row.detail, entry=entry_id)
-    raise Unavailable(f"sealed {sealed} of {len(queued)} demo entries; is another process writing to this ledger?")
+    raise Unavailable(f"sealed {len(sealed)} of {len(queued)} demo entries; is another process writing to this ledger?")

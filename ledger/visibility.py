@@ -41,5 +41,16 @@ def entry_parties(env: Envelope, state: LedgerState) -> frozenset[str]:
         c = state.contract(str(p["contract"]))
         if c is not None:
             parties.update(c.parties())
+    elif env.type is EntryType.ATTESTATION:
+        # Whoever holds the attested lot, or wrote the attested entry, sees the attestation.
+        subject = str(p["subject"])
+        lot = state.lot(subject)
+        if lot is not None:
+            parties.add(lot.custodian)
+    if env.type in (EntryType.HANDOFF, EntryType.PAYMENT) and "contract" in p:
+        # The parties to a contract follow the deliveries and payments made under it.
+        c = state.contract(str(p["contract"]))
+        if c is not None:
+            parties.update(c.parties())
     parties.discard("ledger")
     return frozenset(parties)

@@ -111,8 +111,13 @@ def get_entry(entry_id: str) -> tuple[Response, int]:
     with svc.store.read() as conn:
         row = svc.store.entry_by_id(conn, entry_id)
         if row is not None and not member.sees_all and not svc.store.entry_visible_to(conn, member.id, row.idx):
-            raise EntryNotFound(f"no entry {entry_id} that you may see", entry=entry_id)
-        pending = None if row else svc.store.pending_row(conn, entry_id)
+            row = None
+            hidden = True
+        else:
+            hidden = False
+        pending = None if row or hidden else svc.store.pending_row(conn, entry_id)
+        if pending is not None and not member.sees_all and member.id not in _named(pending.leaf_data):
+            pending = None
     if row is not None:
         env = json.loads(row.leaf_data)
         return jsonify(
@@ -123,4 +128,11 @@ def get_entry(entry_id: str) -> tuple[Response, int]:
         return jsonify(id=entry_id, status="pending"), 202
     if pending is not None:
         raise error_for_code(pending.code, pending.detail, entry=entry_id)
-    raise EntryNotFound(f"no entry {entry_id} in this ledger", entry=entry_id)
+    # The same answer whether the entry does not exist or is not yours to see.
+    raise EntryNotFound(f"no entry {entry_id} that you may see in this ledger", entry=entry_id)
+
+
+def _named(leaf_data: str) -> set[str]:
+    """Author and signers of a queued entry: who may follow it before it is sealed."""
+    env = json.loads(leaf_data)
+    return {env["payload"].get("author"), *(s.get("signer") for s in env.get("signatures", []))}

@@ -19,6 +19,7 @@ from ..errors import (
     MissingCosignature,
     NotAParty,
     PaymentConfirmed,
+    RoleNotAllowed,
     SameParty,
     UnknownContract,
     UnknownPayment,
@@ -93,7 +94,12 @@ def _payment(state: LedgerState, env: Envelope, pos: Position, signed: SignedBy)
         raise NotAParty(f"a payment is authored by its payer {payer}, not {env.author}")
     if payer == payee:
         raise SameParty("a payment needs two different parties")
-    require_participant(state, payee, "payee")
+    if not require_participant(state, payee, "payee").has_any_role(TRADE_ROLES):
+        raise RoleNotAllowed(
+            f"{payee} has no trade role and could never confirm the payment",
+            participant=payee,
+            field="payee",
+        )
     check_signers(state, env, signed, parties=[payer], roles=TRADE_ROLES)
     if "contract" in p:
         c = state.contract(str(p["contract"]))

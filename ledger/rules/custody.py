@@ -133,7 +133,15 @@ def _handoff(state: LedgerState, env: Envelope, pos: Position, signed: SignedBy)
         raise NotCustodian(f"a handoff is authored by its sender {sender}, not {env.author}")
     if sender == recipient:
         raise SameParty(f"a handoff from {sender} to itself moves nothing")
-    require_participant(state, recipient, "to")
+    to = require_participant(state, recipient, "to")
+    if not to.has_any_role(CUSTODY_ROLES):
+        # Only a custody role can sign the receipt: lots sent elsewhere would never arrive.
+        raise RoleNotAllowed(
+            f"{recipient} has no custody role ({', '.join(sorted(CUSTODY_ROLES))}) and could "
+            "never receive the lots",
+            participant=recipient,
+            field="to",
+        )
     check_signers(state, env, signed, parties=[sender, recipient], roles=CUSTODY_ROLES)
     if "contract" in p:
         from .commerce import open_contract

@@ -135,3 +135,51 @@ def test_unknown_and_revoked_keys_cannot_read(client: FlaskClient, ledger_env: L
     assert client.post("/v1/entries", json=key_revoke(m, m.key_id)).status_code == 201
     resp = _signed(client, m, "/v1/participants/rotating")
     assert (resp.status_code, resp.json["code"]) == (401, "request_signature_invalid")
+
+
+def test_custodians_see_attestations_and_contract_parties_see_deliveries(client: FlaskClient, ledger_env: LedgerEnv) -> None:
+    from ..supply import attestation, handoff, lot, origin
+
+    farm, cert, carrier, shop, mill, other = (Member(x) for x in ("grove", "biocert", "trasporti", "negozio", "frantoio-2", "estraneo"))
+    for m, roles in ((farm, ["producer"]), (cert, ["certifier"]), (carrier, ["carrier"]), (shop, ["retailer", "buyer"]), (mill, ["processor"]), (other, ["retailer"])):
+        assert client.post("/v1/entries", json=register(ledger_env.admin, m, roles)).status_code == 201
+    assert client.post("/v1/entries", json=origin(farm, lot("V-1"))).status_code == 201
+    att = client.post("/v1/entries", json=attestation(cert, "V-1", ["organic"]))
+    assert att.status_code == 201, att.json
+    assert _signed(client, farm, f"/v1/entries/{att.json['id']}").status_code == 200
+    assert _signed(client, other, f"/v1/entries/{att.json['id']}").status_code == 404
+    # The farm sells to the shop; the carrier's leg names the contract, so the shop follows it.
+    assert client.post("/v1/entries", json=contract(shop, farm, "C-V-1")).status_code == 201
+    assert client.post("/v1/entries", json=handoff(farm, carrier, ["V-1"], cosign=True, contract="C-V-1")).status_code == 201
+    leg = client.post("/v1/entries", json=handoff(carrier, mill, ["V-1"], contract="C-V-1"))
+    assert leg.status_code == 201, leg.json
+    assert _signed(client, shop, f"/v1/entries/{leg.json['id']}").status_code == 200
+    assert _signed(client, other, f"/v1/entries/{leg.json['id']}").status_code == 404
+
+
+def test_a_queued_entry_is_followed_only_by_its_author_and_signers(client: FlaskClient, ledger_env: LedgerEnv) -> None:
+    m, other = Member("queued-author"), Member("queued-other")
+    for x in (m, other):
+        assert client.post("/v1/entries", json=register(ledger_env.admin, x, ["producer"])).status_code == 201
+    from ..supply import lot, origin
+
+    r = client.post("/v1/entries", json=origin(m, lot("Q-1")), headers={"Prefer": "respond-async"})
+    assert r.status_code == 202
+    assert _signed(client, m, f"/v1/entries/{r.json['id']}").status_code == 202
+    hidden = _signed(client, other, f"/v1/entries/{r.json['id']}")
+    assert (hidden.status_code, hidden.json["code"]) == (404, "entry_not_found")
+    unknown = _signed(client, other, "/v1/entries/" + "ab" * 32)
+    assert unknown.json["detail"].replace("ab" * 32, "") == hidden.json["detail"].replace(r.json["id"], "")
+
+
+def test_lots_go_only_to_custody_roles_and_payments_to_trade_roles(client: FlaskClient, ledger_env: LedgerEnv) -> None:
+    from ..supply import handoff, lot, origin, payment
+
+    farm, cert = Member("grove-2"), Member("biocert-2")
+    for m, roles in ((farm, ["producer"]), (cert, ["certifier"])):
+        assert client.post("/v1/entries", json=register(ledger_env.admin, m, roles)).status_code == 201
+    assert client.post("/v1/entries", json=origin(farm, lot("W-1"))).status_code == 201
+    r = client.post("/v1/entries", json=handoff(farm, cert, ["W-1"]))
+    assert (r.status_code, r.json["code"], r.json["field"]) == (403, "role_not_allowed", "to")
+    r = client.post("/v1/entries", json=payment(farm, cert, "10.00"))
+    assert (r.status_code, r.json["code"], r.json["field"]) == (403, "role_not_allowed", "payee")

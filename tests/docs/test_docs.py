@@ -5,7 +5,8 @@
 * every vector is recomputed from the documented rules with hashlib, PyNaCl and rfc8785 alone,
   never with Filiera's own code, as an implementer in another language would;
 * every setting is documented; every ``filiera`` command line in the docs names
-  commands and options that exist; the README's tour runs against a fresh demo ledger.
+  commands and options that exist; the README's tour and its Python client example run
+  against a fresh demo ledger.
 """
 
 from __future__ import annotations
@@ -365,10 +366,12 @@ def test_readme_defaults_match_the_code() -> None:
     assert compared == 8
 
 
-# Snake-case names the docs quote that are not error codes: fields, settings, functions.
+# Snake-case names the docs quote that are not error codes: fields, tables, settings, functions.
 NOT_ERROR_CODES = {
     "admin_quorum", "first_index", "from_root", "key_id", "ledger_key", "public_key",
     "tlog_proof", "to_root", "tree_size", "verifier_key",
+    "deliver_by", "dispatched_at", "paid_at", "produced_on", "received_at", "valid_until",
+    "entry_parties", "lot_lineage", "participant_keys", "request_nonces",
     "crypto_core_ed25519_is_valid_point", "crypto_sign_open", "crypto_sign_verify_detached",
     "full_page_writes", "remote_apply", "remote_write", "synchronous_commit",
     "pg_dump", "pg_restore",
@@ -468,8 +471,8 @@ def test_documented_command_lines_exist(doc: Path) -> None:
         result = runner.invoke(cli, [name, "--help"], prog_name="filiera")
         assert result.exit_code == 0, (name, result.output)
     if doc == README:
-        assert {"keygen", "sign", "submit", "verify"} <= used
-        assert len(invocations) == 12
+        assert {"keygen", "sign", "submit", "get", "verify"} <= used
+        assert len(invocations) == 24
     else:
         assert {"init", "serve", "verify"} <= used
 
@@ -560,15 +563,26 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[Path, int]]:
         log.close()
 
 
+def _head(port: int) -> tuple[int, int]:
+    """(blocks, entries) of the served ledger, from the public health check."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=5) as resp:
+        health = json.loads(resp.read())
+    return health["height"] + 1, health["tree_size"]
+
+
 def test_readme_tour_runs_against_a_demo_ledger(demo_server: tuple[Path, int]) -> None:
     workdir, port = demo_server
-    match = _TOUR.search(README.read_text(encoding="utf-8"))
+    text = README.read_text(encoding="utf-8")
+    match = _TOUR.search(text)
     assert match is not None, "README.md has no '## A five-minute tour' section"
     blocks = _SH.findall(match.group(1))
-    assert len(blocks) == 7
+    assert len(blocks) == 9
     script = "\n".join(blocks)
     assert script.count(_TOUR_URL) == 1
     script = script.replace(_TOUR_URL, f"URL=http://127.0.0.1:{port}")
+    demo_blocks, demo_entries = _head(port)
+    # The README describes the demo `make run` builds; its figures must be the real ones.
+    assert f"take {demo_entries} entries in {demo_blocks} blocks" in text
     result = subprocess.run(
         ["bash", "-c", "set -euo pipefail\n" + script],
         cwd=workdir,
@@ -579,12 +593,59 @@ def test_readme_tour_runs_against_a_demo_ledger(demo_server: tuple[Path, int]) -
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    # What the tour promises: a sealed registration, a refusal with key_revoked, a chain that
-    # verifies locally and through the API.
+    # Unsigned reads of member resources are refused, and the 401 says how to sign.
+    assert "HTTP/1.1 401" in out
+    assert "WWW-Authenticate: Signature" in out
+    assert 'Accept-Signature: filiera=("@method" "@target-uri")' in out
+    assert '"code": "signature_required"' in out
+    # What the tour promises: a sealed registration and key rotation, a refusal with
+    # key_revoked; an origin, a handoff and its receipt sealed, a second handoff of the same lot
+    # refused with not_custodian.
     lines = [json.loads(line) for line in out.splitlines() if line.startswith('{"file"')]
-    assert [line["status"] for line in lines] == [201, 201, 201, 403]
-    assert lines[-1]["code"] == "key_revoked"
+    assert [line["status"] for line in lines] == [201, 201, 201, 403, 201, 201, 201, 422]
+    assert lines[3]["code"] == "key_revoked"
+    assert lines[-1]["code"] == "not_custodian"
+    assert lines[-1]["custodian"] == "frantoio-bari"
     assert "refused, as it should be" in out
-    assert "OK: demo.filiera.example: 5 blocks, 12 entries" in out
+    assert "refused: the mill holds the lot" in out
+    # Signed reads: the auditor reads a member, the new member its own registration and record,
+    # the mill the handoff; the Munich retailer, party to none of it, is told there is no such
+    # entry.
+    assert '"registered_index": 1' in out
+    assert '"code": "entry_not_found"' in out
+    assert "not a party: 404" in out
+    sealed = 6
+    assert f"OK: demo.filiera.example: {demo_blocks + sealed} blocks, {demo_entries + sealed} entries" in out
     report = json.loads(out.strip().splitlines()[-1])
-    assert (report["ok"], report["tree_size"]) == (True, 12)
+    assert (report["ok"], report["tree_size"]) == (True, demo_entries + sealed)
+
+
+_CLIENT = re.compile(r"^### The Python client\n(.*?)^## ", re.MULTILINE | re.DOTALL)
+_PY = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+_CLIENT_URL = 'URL = "http://127.0.0.1:8000"'
+
+
+def test_readme_python_client_example_runs(demo_server: tuple[Path, int]) -> None:
+    workdir, port = demo_server
+    match = _CLIENT.search(README.read_text(encoding="utf-8"))
+    assert match is not None, "README.md has no '### The Python client' section"
+    (code,) = _PY.findall(match.group(1))
+    assert code.count(_CLIENT_URL) == 1
+    code = code.replace(_CLIENT_URL, f'URL = "http://127.0.0.1:{port}"')
+    demo_blocks, demo_entries = _head(port)
+    result = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-c", code],
+        cwd=workdir,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The origin and the co-signed handoff are sealed, the handoff readable by the mill; the
+    # grove's second handoff is refused and raised as NotCustodian.
+    assert result.stdout.splitlines() == [
+        f"handoff sealed at index {demo_entries + 1}",
+        "refused: not_custodian",
+    ]
+    assert _head(port) == (demo_blocks + 2, demo_entries + 2)
