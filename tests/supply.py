@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from .factories import ORIGIN, Member, envelope, now, payload
@@ -24,11 +27,13 @@ def origin(producer: Member, *lots: dict[str, str], country: str = "IT", region:
     return envelope(p, producer)
 
 
-def handoff(sender: Member, recipient: Member, lots: list[str], *, cosign: bool = False, contract: str | None = None) -> dict[str, Any]:
+def handoff(sender: Member, recipient: Member, lots: list[str], *, cosign: bool = False, contract: str | None = None, signers: tuple[Member, ...] | None = None) -> dict[str, Any]:
+    """``cosign``: ``to`` signs too (received at once); ``signers`` overrides who signs."""
     fields: dict[str, Any] = {"from": sender.id, "to": recipient.id, "lots": lots, "dispatched_at": now()}
     if contract:
         fields["contract"] = contract
-    signers = (sender, recipient) if cosign else (sender,)
+    if signers is None:
+        signers = (sender, recipient) if cosign else (sender,)
     return envelope(payload("handoff", sender.id, **fields), *signers)
 
 
@@ -68,3 +73,109 @@ def payment(payer: Member, payee: Member, amount: str = "4250.00", *, contract: 
 
 def confirm(payee: Member, payment_id: str) -> dict[str, Any]:
     return envelope(payload("payment.confirm", payee.id, payment=payment_id), payee)
+
+
+# --- reads, ledgers and checks for the supply-chain suites ---------------------------------
+
+
+def get_as(client: Any, member: Member, path: str) -> Any:
+    """GET ``path`` as ``member`` (a signed request where the client can sign, PROTOCOL §6)."""
+    as_member = getattr(client, "as_member", None)
+    return (as_member(member) if as_member is not None else client).get(path)
+
+
+class LedgerView:
+    """The supply-chain projection as the sealing transactions left it, read through the
+    store (there is no provenance endpoint yet)."""
+
+    def __init__(self, settings: Any) -> None:
+        from ledger.storage.store import Store
+
+        self.store = Store.open(settings)
+
+    def record(self, kind: str, key: str) -> Any:
+        """The lot, handoff, contract, payment or attestation ``key``, or None."""
+        return self.records(kind, [key])[key]
+
+    def records(self, kind: str, keys: Iterable[str]) -> dict[str, Any]:
+        from ledger.storage import projection
+
+        with self.store.read() as conn:
+            return {k: projection.load(conn, kind, k) for k in keys}
+
+    def parents(self, lot_id: str) -> list[str]:
+        """The lot's parents as the lineage table records them."""
+        from sqlalchemy import select
+
+        from ledger.storage import schema as t
+
+        with self.store.read() as conn:
+            rows = conn.execute(select(t.lot_lineage.c.parent).where(t.lot_lineage.c.child == lot_id))
+            return sorted(r.parent for r in rows)
+
+    def close(self) -> None:
+        self.store.dispose()
+
+
+@contextmanager
+def fresh_ledger(backend: str, directory: Path) -> Iterator[Any]:
+    """A new, initialised ledger (a ``tests.conftest.LedgerEnv``) on ``backend``, for
+    fixtures wider than one test: an SQLite file in ``directory`` or a fresh PostgreSQL
+    schema, dropped afterwards."""
+    import uuid
+
+    import pytest
+
+    from api.cli import init_ledger
+    from ledger.config import Settings
+    from ledger.keys import read_key_file
+
+    from .conftest import PG_URL, LedgerEnv, _pg_admin_engine
+
+    engine = None
+    if backend == "sqlite":
+        url = f"sqlite:///{directory / 'filiera.db'}"
+    else:
+        schema = "t_" + uuid.uuid4().hex[:12]
+        engine = _pg_admin_engine()
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        except Exception as exc:  # noqa: BLE001
+            pytest.fail(f"PostgreSQL is part of the suite but {PG_URL} is unreachable: {exc}")
+        url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    try:
+        settings = Settings.from_env(
+            {},
+            data_dir=directory / "data",
+            ledger_key_file=directory / "data" / "ledger.key",
+            database_url=url,
+            seal_interval=0.0,
+        )
+        init_ledger(settings, origin=ORIGIN, admin="admin", admin_name="Consortium admin")
+        yield LedgerEnv(
+            settings=settings,
+            admin=Member("admin", read_key_file(settings.data_dir / "admin.key").signing_key),
+            ledger_key=read_key_file(settings.ledger_key_file).signing_key,
+            backend=backend,
+        )
+    finally:
+        if engine is not None:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+            engine.dispose()
+
+
+def verify_with_projection(settings: Any) -> Any:
+    """What ``filiera verify`` runs on the local database: ``verify_chain`` over
+    ``db_source``, the projection check included. Returns the report (raises ChainBroken)."""
+    from api.verify_sources import db_source
+    from ledger.verify import verify_chain
+
+    src = db_source(settings)
+    try:
+        report = verify_chain(src.blocks, node_check=src.node_check, state_check=src.state_check)
+    finally:
+        src.close()
+    assert report.entries == report.tree_size == src.total
+    return report
