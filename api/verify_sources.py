@@ -159,6 +159,16 @@ def db_source(settings: Settings) -> ChainSource:
                             kind=kind,
                             record=rid,
                         )
+            # Lineage edges follow from the lots' parents; provenance walks them.
+            replayed_edges = {(lot.lot, parent) for lot in state.changed("lot") for parent in lot.parents}
+            stored_edges = {(r.child, r.parent) for r in conn.execute(select(t.lot_lineage))}
+            for child, parent in sorted(replayed_edges ^ stored_edges):
+                where = "missing from" if (child, parent) in replayed_edges else "not in the log but in"
+                raise _projection_broken(
+                    f"lineage edge {parent} -> {child} is {where} the lot_lineage table",
+                    kind="lot_lineage",
+                    record=f"{parent}->{child}",
+                )
             stored_p = {
                 r.id: {
                     "name": r.name,
