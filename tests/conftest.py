@@ -49,19 +49,36 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     if request.param == "sqlite":
         yield Db("sqlite", f"sqlite:///{tmp_path / 'filiera.db'}")
         return
-    schema = "t_" + uuid.uuid4().hex[:12]
+    schema, url = new_pg_schema("t_")
+    try:
+        yield Db("postgresql", url)
+    finally:
+        drop_pg_schema(schema)
+
+
+def new_pg_schema(prefix: str) -> tuple[str, str]:
+    """A fresh, empty schema in the test PostgreSQL server, and a URL whose connections use it.
+
+    PostgreSQL is part of the suite: an unreachable server fails the test, never skips it."""
+    schema = prefix + uuid.uuid4().hex[:12]
     engine = _pg_admin_engine()
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"PostgreSQL is part of the suite but {PG_URL} is unreachable: {exc}")
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield Db("postgresql", f"{PG_URL}{sep}options=-csearch_path%3D{schema}")
     finally:
+        engine.dispose()
+    sep = "&" if "?" in PG_URL else "?"
+    return schema, f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+def drop_pg_schema(schema: str) -> None:
+    engine = _pg_admin_engine()
+    try:
         with engine.connect() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    finally:
         engine.dispose()
 
 

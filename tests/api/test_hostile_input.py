@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from ledger.config import Settings
 from ledger.entries import sign_payload
 from ledger.keys import SigningKey, key_id, read_key_file
 
-from ..conftest import SigningClient, BACKENDS, PG_URL, VECTORS, LedgerEnv, _pg_admin_engine
+from ..conftest import BACKENDS, VECTORS, LedgerEnv, SigningClient, drop_pg_schema, new_pg_schema
 from ..factories import (
     ORIGIN,
     Member,
@@ -482,15 +481,7 @@ def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if request.param == "sqlite":
         url = f"sqlite:///{tmp / 'filiera.db'}"
     else:
-        schema = "t_" + uuid.uuid4().hex[:12]
-        engine = _pg_admin_engine()
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        except Exception as exc:  # noqa: BLE001
-            pytest.fail(f"PostgreSQL is part of the suite but {PG_URL} is unreachable: {exc}")
-        sep = "&" if "?" in PG_URL else "?"
-        url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+        schema, url = new_pg_schema("t_")
     settings = Settings.from_env(
         {}, data_dir=tmp / "data", ledger_key_file=tmp / "data" / "ledger.key", database_url=url, seal_interval=0.0
     )
@@ -511,9 +502,7 @@ def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     finally:
         app.extensions["filiera"].store.dispose()
         if schema is not None:
-            with engine.connect() as conn:
-                conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-            engine.dispose()
+            drop_pg_schema(schema)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

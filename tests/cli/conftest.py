@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from click.testing import CliRunner, Result
 
 from api.cli import cli
 
-from ..conftest import BACKENDS, PG_URL, _pg_admin_engine
+from ..conftest import BACKENDS, drop_pg_schema, new_pg_schema
 
 REPO = Path(__file__).resolve().parents[2]
 FILIERA = str(Path(sys.executable).with_name("filiera"))
@@ -85,32 +84,17 @@ class ModuleDbs:
     def new(self, name: str) -> str:
         if self.backend == "sqlite":
             return f"sqlite:///{self.root / (name + '.db')}"
-        schema = "c_" + uuid.uuid4().hex[:12]
-        engine = _pg_admin_engine()
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        except Exception as exc:  # noqa: BLE001
-            pytest.fail(f"PostgreSQL is part of the suite but {PG_URL} is unreachable: {exc}")
-        finally:
-            engine.dispose()
+        schema, url = new_pg_schema("c_")
         self.schemas.append(schema)
-        sep = "&" if "?" in PG_URL else "?"
-        return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+        return url
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def module_dbs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleDbs]:
     dbs = ModuleDbs(request.param, tmp_path_factory.mktemp(f"dbs-{request.param}"), [])
     yield dbs
-    if dbs.schemas:
-        engine = _pg_admin_engine()
-        try:
-            with engine.connect() as conn:
-                for schema in dbs.schemas:
-                    conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        finally:
-            engine.dispose()
+    for schema in dbs.schemas:
+        drop_pg_schema(schema)
 
 
 # --- `filiera serve` ---------------------------------------------------------------------
