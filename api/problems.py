@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, json
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from ledger import errors as e
@@ -114,6 +115,16 @@ def register(app: Flask) -> None:
         if code == 405 and exc.get_response().headers.get("Allow"):
             resp.headers["Allow"] = exc.get_response().headers["Allow"]
         return resp
+
+    @app.errorhandler(OperationalError)
+    def _database_unavailable(exc: OperationalError) -> Response:
+        # A dropped connection (a database restart) or a busy database: nothing was answered
+        # from it, and the pool has been reset, so the same request can simply be retried.
+        log.warning("database unavailable: %s", exc.orig)
+        return problem(
+            e.Unavailable("the database is unavailable or busy; retry shortly"),
+            headers={"Retry-After": "1"},
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

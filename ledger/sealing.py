@@ -42,9 +42,9 @@ from .errors import (
     error_for_code,
 )
 from .keys import SigningKey
-from .merkle import Frontier, build_proof, inclusion_plan, plan_nodes
+from .merkle import Frontier, NodeId, build_proof, inclusion_plan, plan_nodes
 from .notes import Checkpoint, TlogProof, sign_checkpoint
-from .rules import Position, apply_entry, verify_signatures
+from .rules import Position, apply_entry, prefetch, verify_signatures
 from .state import LedgerState
 from .storage import projection
 from .storage.store import BlockRow, DbStateSource, EntryRow, Store
@@ -109,6 +109,11 @@ class _Round:
     sealed: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
     errors: dict[str, LedgerError] = field(default_factory=dict)
+    # The block this round wrote, its entries by id, and every Merkle node it read or wrote:
+    # enough to build the receipts of its own entries without reading any of it back.
+    block: BlockRow | None = None
+    entries: dict[str, EntryRow] = field(default_factory=dict)
+    nodes: dict[NodeId, bytes] = field(default_factory=dict)
 
 
 class Sealer:
@@ -138,6 +143,10 @@ class Sealer:
         self._jobs: list[_Job] = []
         self._jobs_cv = threading.Condition()
         self._leading = False
+        # (tree size, root, frontier node hashes) after the last block this process sealed;
+        # read and written only under the append lock. Kept even if that block's transaction
+        # rolled back: it is then simply never matched (or matches the same tree again).
+        self._frontier: tuple[int, str, dict[NodeId, bytes]] | None = None
 
     # --- genesis ----------------------------------------------------------------------
 
@@ -197,13 +206,25 @@ class Sealer:
             assert head is not None
             state = LedgerState(source=DbStateSource(self.store, conn))
             index, height = head.tree_size, head.height + 1
-            seen: set[str] = set()
+            # Parse everything first, so that what the rules will look up is read in bulk.
+            envs: list[Envelope | LedgerError] = []
             for obj in objs:
+                try:
+                    envs.append(parse_envelope(obj, origin=origin))
+                except LedgerError as exc:
+                    envs.append(exc)
+            parsed_envs = [e for e in envs if isinstance(e, Envelope)]
+            prefetch(state, parsed_envs)
+            sealed = {e.id for e in parsed_envs if _sealed_already(state, e)}
+            seen: set[str] = set()
+            for env_or_error in envs:
                 parsed: str | None = None
                 try:
-                    env = parse_envelope(obj, origin=origin)
+                    if isinstance(env_or_error, LedgerError):
+                        raise env_or_error
+                    env = env_or_error
                     parsed = env.id
-                    if env.id in seen or self.store.entry_by_id(conn, env.id) is not None:
+                    if env.id in seen or env.id in sealed:
                         outcomes.append(Outcome(env.id, "exists"))
                         continue
                     verified = self._precheck(conn, state, env, index, height)
@@ -212,7 +233,7 @@ class Sealer:
                     # very entry since the look-up above, and the rules then refuse it for
                     # its own effects (nonce used, participant registered). It is in the
                     # log, so the answer is its receipt, not a refusal.
-                    if parsed is not None and self.store.entry_by_id(conn, parsed) is not None:
+                    if parsed is not None and self.store.entry_exists(conn, parsed):
                         outcomes.append(Outcome(parsed, "exists"))
                         continue
                     if raise_first:
@@ -298,19 +319,26 @@ class Sealer:
                 origin = self.origin(conn)
                 out = _Round()
                 todo = self._queued_todo(conn, rows, origin, out)
-                existing = self.store.existing_ids(conn, [j.env.id for j in batch])
+                state = LedgerState(source=DbStateSource(self.store, conn))
+                prefetch(state, [env for env, _ in todo] + [j.env for j in batch])
                 unique: dict[str, _Job] = {}
                 for job in batch:
-                    if job.env.id in existing or job.env.id in out.sealed:
+                    if _sealed_already(state, job.env) or job.env.id in out.sealed:
                         job.status = "exists"
                     elif job.env.id not in unique:
                         unique[job.env.id] = job
                         todo.append((job.env, job.verified))
-                state = LedgerState(source=DbStateSource(self.store, conn))
                 self._seal_block(conn, state, todo, head=head, origin=origin, out=out)
-                self.store.settle_pending(conn, sealed=out.sealed, rejected=out.rejected)
+                # Only queued rows are settled: the waiting submitters of ``batch`` get their
+                # answer directly and never had a row in ``pending``.
+                queued = {r.id for r in rows}
+                self.store.settle_pending(
+                    conn,
+                    sealed=[i for i in out.sealed if i in queued],
+                    rejected=[r for r in out.rejected if r[0] in queued],
+                )
                 mine = [j.env.id for j in batch if j.env.id in out.sealed or j.status == "exists"]
-                receipts = self._receipts_in(conn, mine)
+                receipts = self._receipts_in(conn, mine, just_sealed=out)
         except OperationalError as exc:
             self._fail(batch, Unavailable(f"database busy or unreachable: {exc.orig}"))
             raise Unavailable(f"database busy or unreachable: {exc.orig}") from exc
@@ -477,11 +505,12 @@ class Sealer:
         # Block times never go backwards, even if the clock does.
         block_time = max(now, parse_time(head.time, field="time")) if head else now
         needed = Frontier.needed(size)
-        stored = self.store.nodes(conn, needed)
+        stored = self._frontier_nodes(conn, head)
         frontier = Frontier(size, [stored[n] for n in needed])
         rows: list[dict[str, Any]] = []
-        nodes = []
+        nodes: list[tuple[NodeId, bytes]] = []
         parties: list[tuple[str, int]] = []
+        prefetch(state, [env for env, _ in todo])
         for env, verified in todo:
             pos = Position(index=size + len(rows), height=height, block_time=block_time)
             try:
@@ -518,29 +547,59 @@ class Sealer:
             root=root.hex(),
         )
         checkpoint = sign_checkpoint(Checkpoint(origin, frontier.size, root), signing_key=key)
+        block = BlockRow(
+            height=height,
+            hash=header.hash(),
+            prev=header.prev,
+            time=header.time,
+            first_index=size,
+            tree_size=frontier.size,
+            root=header.root,
+            signature=b64(sign_block(header, key)),
+            checkpoint=checkpoint,
+        )
         self.store.write_block(
             conn,
             entries=rows,
             nodes=nodes,
             block={
-                "height": height,
-                "hash": header.hash(),
-                "prev": header.prev,
-                "time": header.time,
-                "first_index": size,
-                "tree_size": frontier.size,
-                "root": header.root,
-                "signature": b64(sign_block(header, key)),
-                "checkpoint": checkpoint,
+                "height": block.height,
+                "hash": block.hash,
+                "prev": block.prev,
+                "time": block.time,
+                "first_index": block.first_index,
+                "tree_size": block.tree_size,
+                "root": block.root,
+                "signature": block.signature,
+                "checkpoint": block.checkpoint,
             },
             participants=state.changed_participants(),
             keys=state.changed_keys(),
+            created={kind: state.created(kind) for kind in ("participant", "key")},
         )
         for kind in projection.PROJECTED_KINDS:
-            projection.flush(conn, kind, state.changed(kind))
+            projection.flush(conn, kind, state.changed(kind), state.created(kind))
         projection.write_parties(conn, parties)
+        out.block = block
+        out.entries = {r["id"]: EntryRow(**r) for r in rows}
+        # A proof for a leaf of this block needs only nodes this block wrote and nodes of the
+        # frontier it started from (a left sibling entirely before ``size`` is a maximal
+        # perfect subtree of [0, size)); _receipts_in reads whatever else, if anything, is missing.
+        out.nodes = {**stored, **dict(nodes)}
+        self._frontier = (frontier.size, block.root, {n: out.nodes[n] for n in frontier.nodes()})
         log.debug("sealed block %d: %d entries, tree size %d", height, len(rows), frontier.size)
         return len(rows)
+
+    def _frontier_nodes(self, conn: Connection, head: BlockRow | None) -> dict[NodeId, bytes]:
+        """The hashes of the frontier after ``head``, from the last block this process sealed
+        if ``head`` is that block (its size and root name the tree, hence the frontier),
+        otherwise read from storage."""
+        if head is None:
+            return {}
+        cached = self._frontier
+        if cached is not None and cached[:2] == (head.tree_size, head.root):
+            return dict(cached[2])
+        return self.store.nodes(conn, Frontier.needed(head.tree_size))
 
     # --- receipts ---------------------------------------------------------------------
 
@@ -558,20 +617,33 @@ class Sealer:
         with self.store.read() as conn:
             return self._receipts_in(conn, entry_ids)
 
-    def _receipts_in(self, conn: Connection, entry_ids: Sequence[str]) -> dict[str, Receipt]:
-        """Receipts of the sealed entries among ``entry_ids``, with one Merkle node query per
-        block."""
+    def _receipts_in(
+        self, conn: Connection, entry_ids: Sequence[str], *, just_sealed: _Round | None = None
+    ) -> dict[str, Receipt]:
+        """Receipts of the sealed entries among ``entry_ids``, with at most one Merkle node
+        query per block. Entries of ``just_sealed`` (the block this transaction wrote) are
+        taken from it rather than read back."""
         by_block: dict[int, list[EntryRow]] = {}
+        blocks: dict[int, BlockRow] = {}
+        known: dict[NodeId, bytes] = {}
+        if just_sealed is not None and just_sealed.block is not None:
+            blocks[just_sealed.block.height] = just_sealed.block
+            known = just_sealed.nodes
         for entry_id in entry_ids:
-            entry = self.store.entry_by_id(conn, entry_id)
+            entry = just_sealed.entries.get(entry_id) if just_sealed is not None else None
+            if entry is None:
+                entry = self.store.entry_by_id(conn, entry_id)
             if entry is not None:
                 by_block.setdefault(entry.height, []).append(entry)
         out: dict[str, Receipt] = {}
         for height, entries in by_block.items():
-            block = self.store.block(conn, height)
+            block = blocks.get(height) or self.store.block(conn, height)
             assert block is not None
             plans = {e.id: inclusion_plan(index=e.idx, tree_size=block.tree_size) for e in entries}
-            nodes = self.store.nodes(conn, set().union(*(plan_nodes(p) for p in plans.values())))
+            wanted = set().union(*(plan_nodes(p) for p in plans.values()))
+            nodes = {n: known[n] for n in wanted if n in known}
+            if len(nodes) < len(wanted):
+                nodes.update(self.store.nodes(conn, wanted - nodes.keys()))
             for e in entries:
                 out[e.id] = _receipt(e, block, build_proof(plans[e.id], nodes))
         return out
@@ -601,6 +673,13 @@ class Sealer:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+
+def _sealed_already(state: LedgerState, env: Envelope) -> bool:
+    """Whether ``env`` is in the log, from the state's nonce look-up (which the rules make
+    anyway): an entry's id is the hash of its payload, author and nonce included, so the
+    entry that used ``env``'s nonce is ``env`` itself exactly when ``env`` was sealed."""
+    return state.nonce_entry(env.author, env.nonce) == env.id
 
 
 def receipt_for(store: Store, conn: Connection, entry: EntryRow, block: BlockRow) -> Receipt:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -212,7 +213,15 @@ class StateSource(Protocol):
 
     def load(self, kind: str, key: str) -> Any | None: ...
 
+    def load_many(self, kind: str, keys: Sequence[str]) -> dict[str, Any]:
+        """The records among ``keys`` that exist (one query, where ``load`` makes one each)."""
+        ...
+
     def load_nonce(self, author: str, nonce: str) -> str | None: ...
+
+    def load_nonces(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The entries that used the (author, nonce) pairs among ``pairs`` that were used."""
+        ...
 
     def load_entry_exists(self, entry_id: str) -> bool: ...
 
@@ -233,6 +242,9 @@ class LedgerState:
     policy: Policy | None = None
     _records: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
     _dirty: dict[str, set[str]] = field(default_factory=lambda: {k: set() for k in KINDS})
+    # Keys the source was asked for and does not hold: a changed record under one of them is
+    # new, so flushing it is an insert with no need to ask the source again.
+    _absent: dict[str, set[str]] = field(default_factory=lambda: {k: set() for k in KINDS})
     _nonces: dict[bytes, str | None] = field(default_factory=dict)
     _entries: dict[bytes, bool] = field(default_factory=dict)
     _policy_loaded: bool = False
@@ -251,6 +263,8 @@ class LedgerState:
         if rec is _MISSING:
             rec = self.source.load(kind, key) if self.source else None
             records[key] = rec
+            if rec is None and self.source is not None:
+                self._absent[kind].add(key)
         return rec
 
     def participant(self, participant_id: str) -> ParticipantRecord | None:
@@ -287,6 +301,34 @@ class LedgerState:
             self._entries[k] = found
         return found
 
+    def prefetch(
+        self,
+        *,
+        participants: Iterable[str] = (),
+        keys: Iterable[str] = (),
+        nonces: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Load records not in memory yet in one query per kind, as :meth:`get` and
+        :meth:`nonce_entry` would load them one at a time. Only a speed-up: a record not
+        prefetched is loaded when asked for, and one that does not exist is remembered as such.
+        """
+        if self.source is None:
+            return
+        for kind, wanted in (("participant", participants), ("key", keys)):
+            records = self._records[kind]
+            todo = sorted({k for k in wanted if k not in records})
+            if todo:
+                found = self.source.load_many(kind, todo)
+                for k in todo:
+                    records[k] = found.get(k)
+                    if records[k] is None:
+                        self._absent[kind].add(k)
+        pairs = sorted({p for p in nonces if _digest(f"{p[0]}\x00{p[1]}") not in self._nonces})
+        if pairs:
+            used = self.source.load_nonces(pairs)
+            for author, nonce in pairs:
+                self._nonces[_digest(f"{author}\x00{nonce}")] = used.get((author, nonce))
+
     # --- writes -----------------------------------------------------------------------
 
     def put_policy(self, policy: Policy) -> None:
@@ -316,6 +358,10 @@ class LedgerState:
         records = self._records[kind]
         return [r for k in sorted(self._dirty[kind]) if (r := records.get(k)) is not None]
 
+    def created(self, kind: str) -> frozenset[str]:
+        """Keys of changed records that the source is known not to hold (new records)."""
+        return frozenset(self._dirty[kind] & self._absent[kind])
+
     def changed_participants(self) -> list[ParticipantRecord]:
         return self.changed("participant")
 
@@ -323,7 +369,9 @@ class LedgerState:
         return self.changed("key")
 
     def clear_dirty(self) -> None:
-        for dirty in self._dirty.values():
+        # Whatever was flushed is held by the source now.
+        for kind, dirty in self._dirty.items():
+            self._absent[kind] -= dirty
             dirty.clear()
 
     def snapshot(self) -> LedgerState:
@@ -345,8 +393,14 @@ class _Overlay:
         # A copy, so that the child can never change the parent's record.
         return copy.copy(self.parent.get(kind, key))
 
+    def load_many(self, kind: str, keys: Sequence[str]) -> dict[str, Any]:
+        return {k: rec for k in keys if (rec := self.load(kind, k)) is not None}
+
     def load_nonce(self, author: str, nonce: str) -> str | None:
         return self.parent.nonce_entry(author, nonce)
+
+    def load_nonces(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        return {p: used for p in pairs if (used := self.parent.nonce_entry(*p)) is not None}
 
     def load_entry_exists(self, entry_id: str) -> bool:
         return self.parent.entry_exists(entry_id)

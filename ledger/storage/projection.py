@@ -4,11 +4,12 @@ the log alone and compares."""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, bindparam, select
 
 from ..state import (
     AttestationRecord,
@@ -18,8 +19,9 @@ from ..state import (
     PaymentRecord,
 )
 from . import schema as t
+from .statements import chunks, select_in
 
-__all__ = ["load", "flush", "write_parties", "PROJECTED_KINDS", "all_records"]
+__all__ = ["load", "flush", "write_parties", "existing_keys", "PROJECTED_KINDS", "all_records"]
 
 
 def _lot_row(r: LotRecord) -> dict[str, Any]:
@@ -104,28 +106,31 @@ PROJECTED_KINDS = tuple(_KINDS)
 
 
 def load(conn: Connection, kind: str, key: str) -> Any | None:
-    table, col, _, to_record = _KINDS[kind]
-    row = conn.execute(select(table).where(table.c[col] == key)).first()
+    to_record = _KINDS[kind][3]
+    row = conn.execute(_queries(kind).select, {"key": key}).first()
     return to_record(row) if row else None
 
 
-def flush(conn: Connection, kind: str, records: Sequence[Any]) -> None:
-    """Write changed records: update the ones that exist, insert the rest."""
+def flush(conn: Connection, kind: str, records: Sequence[Any], created: Set[str] = frozenset()) -> None:
+    """Write changed records: update the ones that exist, insert the rest. Records whose
+    keys are in ``created`` are known to be new."""
     if not records:
         return
     table, col, to_row, _ = _KINDS[kind]
-    keys = [getattr(r, "ident") for r in records]
-    existing: set[str] = set()
-    for i in range(0, len(keys), 500):
-        chunk = keys[i : i + 500]
-        existing.update(v for (v,) in conn.execute(select(table.c[col]).where(table.c[col].in_(chunk))))
+    queries = _queries(kind)
+    unsure = [r.ident for r in records if r.ident not in created]
+    existing = existing_keys(conn, table, col, unsure) if unsure else set()
     inserts = [to_row(r) for r in records if r.ident not in existing]
     if inserts:
-        conn.execute(table.insert(), inserts)
+        conn.execute(queries.insert, inserts)
+    updates = []
     for r in records:
         if r.ident in existing:
             row = to_row(r)
-            conn.execute(table.update().where(table.c[col] == row.pop(col)).values(row))
+            row["_key"] = row.pop(col)
+            updates.append(row)
+    if updates:
+        conn.execute(queries.update, updates)
     if kind == "lot":
         edges = [
             {"child": r["lot"], "parent": p, "entry": r["created_by"]}
@@ -133,13 +138,41 @@ def flush(conn: Connection, kind: str, records: Sequence[Any]) -> None:
             for p in json.loads(r["parents"])
         ]
         if edges:
-            conn.execute(t.lot_lineage.insert(), edges)
+            conn.execute(_INSERT_LINEAGE, edges)
+
+
+def existing_keys(conn: Connection, table: Table, col: str, keys: Sequence[Any]) -> set[Any]:
+    """Which of ``keys`` are already in ``table``'s unique column ``col``."""
+    found: set[Any] = set()
+    for size, params in chunks(keys):
+        found.update(conn.scalars(select_in(table, col, size, (col,)), params))
+    return found
+
+
+# Built once per kind and reused (see statements.py).
+class _Queries:
+    def __init__(self, table: Table, col: str) -> None:
+        self.select = select(table).where(table.c[col] == bindparam("key"))
+        self.insert = table.insert()
+        # Every column of the row is set; the key is bound as "_key" (a bind parameter may
+        # not share its name with a column that is being set).
+        self.update = table.update().where(table.c[col] == bindparam("_key"))
+
+
+@functools.lru_cache(maxsize=None)
+def _queries(kind: str) -> _Queries:
+    table, col, _, _ = _KINDS[kind]
+    return _Queries(table, col)
+
+
+_INSERT_LINEAGE = t.lot_lineage.insert()
+_INSERT_PARTIES = t.entry_parties.insert()
 
 
 def write_parties(conn: Connection, rows: Iterable[tuple[str, int]]) -> None:
     values = [{"participant": p, "idx": i} for p, i in rows]
     if values:
-        conn.execute(t.entry_parties.insert(), values)
+        conn.execute(_INSERT_PARTIES, values)
 
 
 def all_records(conn: Connection, kind: str) -> list[Any]:

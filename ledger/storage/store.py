@@ -12,9 +12,9 @@ import base64
 import functools
 import json
 import os
-import threading
+import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, event, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool, QueuePool
 
 from ..config import Settings
@@ -32,6 +32,8 @@ from ..merkle import NodeId
 from ..state import KeyRecord, ParticipantRecord, Policy
 from . import projection
 from . import schema as t
+from .locks import WriterLock
+from .statements import MAX_PAIRS, bucket, chunks, delete_in, padded, select_in, select_in_pairs
 
 __all__ = [
     "BlockRow",
@@ -122,7 +124,49 @@ def make_engine(settings: Settings) -> Engine:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+    engine = create_engine(url, pool_size=4, max_overflow=4)
+    _ping_idle_connections(engine)
+    return engine
+
+
+# A pooled PostgreSQL connection idle for longer than this is pinged before use.
+_PING_AFTER_IDLE_S = 5.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only if it sat idle: a connection in steady use
+    proves itself alive with every statement, and pinging it on every checkout (pool_pre_ping)
+    cost one more round trip per transaction, two or three per request.
+
+    A server restart under load is still survived: the first statement on a dead connection
+    fails (that one request is refused and the client retries), and SQLAlchemy then
+    invalidates the whole pool, so no other request meets a dead connection.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < _PING_AFTER_IDLE_S:
+            return
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            # The ping opened a transaction (psycopg's default); leave none behind.
+            dbapi_conn.rollback()
+        except Exception as exc:  # noqa: BLE001 - any failure means "do not use it"
+            # The pool discards this connection and checks out another (or opens one).
+            raise DisconnectionError(f"stale connection: {exc}") from exc
+
+
+def _sqlite_lock_path(engine: Engine) -> Path | None:
+    """The writer lock file beside a SQLite database file (none for an in-memory one)."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(f"{database}-writer.lock")
 
 
 def _forget_pool_after_fork(engine: Engine) -> None:
@@ -199,9 +243,26 @@ _KEY = select(t.participant_keys).where(t.participant_keys.c.key_id == bindparam
 _NONCE = select(t.entries.c.id).where(
     t.entries.c.author == bindparam("author"), t.entries.c.nonce == bindparam("nonce")
 )
+_ENTRY_EXISTS = select(t.entries.c.idx).where(t.entries.c.id == bindparam("id"))
 _PENDING_ROW = select(t.pending).where(t.pending.c.id == bindparam("id"))
+_HAS_PENDING = select(t.pending.c.seq).where(t.pending.c.status == "pending").limit(1)
+_REFUSE_PENDING = (
+    t.pending.update()
+    .where(t.pending.c.id == bindparam("_id"))
+    .values(status="rejected", code=bindparam("code"), detail=bindparam("detail"))
+)
 _UPDATE_PARTICIPANT = t.participants.update().where(t.participants.c.id == bindparam("_id"))
 _UPDATE_KEY = t.participant_keys.update().where(t.participant_keys.c.key_id == bindparam("_key_id"))
+_INSERT_ENTRIES = t.entries.insert()
+_INSERT_NODES = t.merkle_nodes.insert()
+_INSERT_BLOCK = t.blocks.insert()
+_INSERT_PARTICIPANTS = t.participants.insert()
+_INSERT_KEYS = t.participant_keys.insert()
+
+
+@functools.lru_cache(maxsize=8)
+def _pending_query(limit: int) -> Any:
+    return select(t.pending).where(t.pending.c.status == "pending").order_by(t.pending.c.seq).limit(limit)
 
 
 @functools.lru_cache(maxsize=256)
@@ -241,20 +302,8 @@ class Store:
         self.dialect = engine.dialect.name
         self.sqlite_synchronous = sqlite_synchronous
         self._policy: Policy | None = None
-        # SQLite lets one writer in at a time and makes the others poll with sleeps of up to
-        # 100 ms (its busy handler); threads of this process wait on a mutex instead and go
-        # in as soon as the writer before them commits. SQLite's lock still decides between
-        # processes.
-        self._writer_mutex = threading.Lock()
-        self._writer_local = threading.local()
-        ref = weakref.ref(self)
-
-        def after_in_child() -> None:
-            store = ref()
-            if store is not None:
-                store._writer_mutex = threading.Lock()
-
-        os.register_at_fork(after_in_child=after_in_child)
+        # Writers queue on this rather than on SQLite's busy handler (see locks.py).
+        self._writer_lock = WriterLock(_sqlite_lock_path(engine) if self.dialect == "sqlite" else None)
 
     @classmethod
     def open(cls, settings: Settings, *, check: bool = True) -> Store:
@@ -286,6 +335,7 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._writer_lock.close()
 
     # --- transactions -----------------------------------------------------------------
 
@@ -297,16 +347,12 @@ class Store:
 
     @contextmanager
     def _writer(self) -> Iterator[None]:
-        """Hold this process's SQLite writer mutex (re-entrant per thread; no-op elsewhere)."""
-        if self.dialect != "sqlite" or getattr(self._writer_local, "held", False):
+        """Hold the SQLite writer lock (re-entrant per thread; no-op on PostgreSQL)."""
+        if self.dialect != "sqlite":
             yield
             return
-        with self._writer_mutex:
-            self._writer_local.held = True
-            try:
-                yield
-            finally:
-                self._writer_local.held = False
+        with self._writer_lock.hold():
+            yield
 
     @contextmanager
     def write(self, *, durable: bool = True) -> Iterator[Connection]:
@@ -342,8 +388,11 @@ class Store:
         with self._writer(), self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
             with conn.begin():
                 if self.dialect == "postgresql":
-                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
-                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
+                    # One round trip for both (no parameters, so psycopg may send two).
+                    conn.exec_driver_sql(
+                        f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'; "
+                        f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"
+                    )
                 yield conn
 
     # --- reads ------------------------------------------------------------------------
@@ -413,12 +462,12 @@ class Store:
 
     def existing_ids(self, conn: Connection, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            found.update(
-                r.id for r in conn.execute(select(t.entries.c.id).where(t.entries.c.id.in_(chunk)))
-            )
+        for size, params in chunks(ids):
+            found.update(conn.scalars(select_in(t.entries, "id", size, ("id",)), params))
         return found
+
+    def entry_exists(self, conn: Connection, entry_id: str) -> bool:
+        return conn.execute(_ENTRY_EXISTS, {"id": entry_id}).first() is not None
 
     def nodes(self, conn: Connection, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
         """The stored hashes of the named perfect subtrees (a handful per proof)."""
@@ -459,6 +508,35 @@ class Store:
         row = conn.execute(_NONCE, {"author": author, "nonce": nonce}).first()
         return row.id if row else None
 
+    def keys_by_id(self, conn: Connection, key_ids: Sequence[str]) -> dict[str, KeyRecord]:
+        found: dict[str, KeyRecord] = {}
+        for size, params in chunks(key_ids):
+            for r in conn.execute(select_in(t.participant_keys, "key_id", size), params):
+                found[r.key_id] = _key(r)
+        return found
+
+    def participants_by_id(self, conn: Connection, ids: Sequence[str]) -> dict[str, ParticipantRecord]:
+        found: dict[str, ParticipantRecord] = {}
+        for size, params in chunks(ids):
+            for r in conn.execute(select_in(t.participants, "id", size), params):
+                found[r.id] = _participant(r)
+        return found
+
+    def nonce_entries(self, conn: Connection, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The entries that used the given (author, nonce) pairs."""
+        wanted = set(pairs)
+        found: dict[tuple[str, str], str] = {}
+        ordered = sorted(wanted)
+        for i in range(0, len(ordered), MAX_PAIRS):
+            chunk = ordered[i : i + MAX_PAIRS]
+            size = bucket(len(chunk))
+            params = padded("a", [a for a, _ in chunk], size) | padded("b", [n for _, n in chunk], size)
+            query = select_in_pairs(t.entries, "author", "nonce", size, ("author", "nonce", "id"))
+            for r in conn.execute(query, params):
+                if (r.author, r.nonce) in wanted:
+                    found[(r.author, r.nonce)] = r.id
+        return found
+
     def count_entries(self, conn: Connection) -> int:
         return int(conn.execute(select(func.count()).select_from(t.entries)).scalar_one())
 
@@ -496,14 +574,10 @@ class Store:
         return conn.execute(_PENDING_ROW, {"id": entry_id}).first()
 
     def pending_batch(self, conn: Connection, limit: int) -> list[Any]:
-        return list(
-            conn.execute(
-                select(t.pending).where(t.pending.c.status == "pending").order_by(t.pending.c.seq).limit(limit)
-            )
-        )
+        return list(conn.execute(_pending_query(limit)))
 
     def has_pending(self, conn: Connection) -> bool:
-        return conn.execute(select(t.pending.c.seq).where(t.pending.c.status == "pending").limit(1)).first() is not None
+        return conn.execute(_HAS_PENDING).first() is not None
 
     def enqueue(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert intake rows; an id already queued is left as it is (idempotent)."""
@@ -527,18 +601,22 @@ class Store:
         block: Mapping[str, Any],
         participants: Sequence[ParticipantRecord],
         keys: Sequence[KeyRecord],
+        created: Mapping[str, Set[str]] | None = None,
     ) -> None:
-        conn.execute(t.entries.insert(), list(entries))
-        conn.execute(
-            t.merkle_nodes.insert(),
-            [{"level": lv, "idx": ix, "hash": h} for (lv, ix), h in nodes],
-        )
-        conn.execute(t.blocks.insert(), [dict(block)])
+        """Write a block, its entries and nodes, and the changed governance records.
+
+        ``created`` names, by kind ("participant", "key"), records known to be new: they are
+        inserted without first asking which exist.
+        """
+        created = created or {}
+        conn.execute(_INSERT_ENTRIES, list(entries))
+        conn.execute(_INSERT_NODES, [{"level": lv, "idx": ix, "hash": h} for (lv, ix), h in nodes])
+        conn.execute(_INSERT_BLOCK, [dict(block)])
         # The projection rows are upserted: those that exist are updated, the rest inserted,
         # in one statement per kind rather than two per record.
         _upsert(
             conn,
-            t.participants,
+            _INSERT_PARTICIPANTS,
             _UPDATE_PARTICIPANT,
             "id",
             [
@@ -553,10 +631,11 @@ class Store:
                 }
                 for p in participants
             ],
+            created.get("participant", frozenset()),
         )
         _upsert(
             conn,
-            t.participant_keys,
+            _INSERT_KEYS,
             _UPDATE_KEY,
             "key_id",
             [
@@ -572,37 +651,37 @@ class Store:
                 }
                 for k in keys
             ],
+            created.get("key", frozenset()),
         )
 
     def settle_pending(
         self, conn: Connection, *, sealed: Sequence[str], rejected: Sequence[tuple[str, str, str]]
     ) -> None:
         """Drop sealed rows from the queue; mark refused ones with their code and detail."""
-        for i in range(0, len(sealed), 500):
-            conn.execute(t.pending.delete().where(t.pending.c.id.in_(sealed[i : i + 500])))
-        for entry_id, code, detail in rejected:
+        for size, params in chunks(sealed):
+            conn.execute(delete_in(t.pending, "id", size), params)
+        if rejected:
             conn.execute(
-                t.pending.update()
-                .where(t.pending.c.id == entry_id)
-                .values(status="rejected", code=code, detail=detail)
+                _REFUSE_PENDING,
+                [{"_id": entry_id, "code": code, "detail": detail} for entry_id, code, detail in rejected],
             )
 
 
-def _upsert(conn: Connection, table: Any, update: Any, key: str, rows: list[dict[str, Any]]) -> None:
-    """Update the rows of ``table`` whose ``key`` exists, insert the others."""
+def _upsert(
+    conn: Connection, insert: Any, update: Any, key: str, rows: list[dict[str, Any]], created: Set[str]
+) -> None:
+    """Update the rows whose ``key`` exists (``update``), insert the others (``insert``);
+    keys in ``created`` are known not to exist."""
     if not rows:
         return
-    column = table.c[key]
-    wanted = [r[key] for r in rows]
-    existing: set[Any] = set()
-    for i in range(0, len(wanted), 500):
-        existing.update(conn.scalars(select(column).where(column.in_(wanted[i : i + 500]))))
+    unsure = [r[key] for r in rows if r[key] not in created]
+    existing = projection.existing_keys(conn, insert.table, key, unsure) if unsure else set()
     old = [{**{k: v for k, v in r.items() if k != key}, f"_{key}": r[key]} for r in rows if r[key] in existing]
     new = [r for r in rows if r[key] not in existing]
     if old:
         conn.execute(update, old)
     if new:
-        conn.execute(table.insert(), new)
+        conn.execute(insert, new)
 
 
 def _participant(row: Any) -> ParticipantRecord:
@@ -647,9 +726,18 @@ class DbStateSource:
             return self.store.key(self.conn, key)
         return projection.load(self.conn, kind, key)
 
+    def load_many(self, kind: str, keys: Sequence[str]) -> dict[str, Any]:
+        if kind == "participant":
+            return self.store.participants_by_id(self.conn, keys)
+        if kind == "key":
+            return self.store.keys_by_id(self.conn, keys)
+        return {k: rec for k in keys if (rec := self.load(kind, k)) is not None}
+
     def load_nonce(self, author: str, nonce: str) -> str | None:
         return self.store.nonce_entry(self.conn, author, nonce)
 
+    def load_nonces(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        return self.store.nonce_entries(self.conn, pairs)
+
     def load_entry_exists(self, entry_id: str) -> bool:
-        row = self.conn.execute(select(t.entries.c.idx).where(t.entries.c.id == entry_id)).first()
-        return row is not None
+        return self.store.entry_exists(self.conn, entry_id)
