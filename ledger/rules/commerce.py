@@ -19,7 +19,6 @@ from ..errors import (
     MissingCosignature,
     NotAParty,
     PaymentConfirmed,
-    RoleNotAllowed,
     SameParty,
     UnknownContract,
     UnknownPayment,
@@ -94,12 +93,7 @@ def _payment(state: LedgerState, env: Envelope, pos: Position, signed: SignedBy)
         raise NotAParty(f"a payment is authored by its payer {payer}, not {env.author}")
     if payer == payee:
         raise SameParty("a payment needs two different parties")
-    if not require_participant(state, payee, "payee").has_any_role(TRADE_ROLES):
-        raise RoleNotAllowed(
-            f"{payee} has no trade role and could never confirm the payment",
-            participant=payee,
-            field="payee",
-        )
+    require_participant(state, payee, "payee", roles=TRADE_ROLES, to="confirm the payment")
     check_signers(state, env, signed, parties=[payer], roles=TRADE_ROLES)
     if "contract" in p:
         c = state.contract(str(p["contract"]))

@@ -38,10 +38,22 @@ CUSTODY_ROLES = frozenset(
 )
 
 
-def require_participant(state: LedgerState, pid: str, field: str) -> ParticipantRecord:
+def require_participant(
+    state: LedgerState, pid: str, field: str, *, roles: frozenset[str] | None = None, to: str = ""
+) -> ParticipantRecord:
+    """The registered participant ``pid`` named by ``field``; with ``roles``, one of which it
+    must hold so that it can later ``to`` (sign the receipt, confirm the payment), else the
+    entry would leave lots or payments stuck for ever. Raises UnknownParticipant,
+    RoleNotAllowed."""
     rec = state.participant(pid)
     if rec is None:
         raise UnknownParticipant(f"{field} {pid} is not a registered participant", participant=pid, field=field)
+    if roles is not None and not rec.has_any_role(roles):
+        raise RoleNotAllowed(
+            f"{field} {pid} has none of the roles {', '.join(sorted(roles))} and could never {to}",
+            participant=pid,
+            field=field,
+        )
     return rec
 
 
@@ -133,15 +145,7 @@ def _handoff(state: LedgerState, env: Envelope, pos: Position, signed: SignedBy)
         raise NotCustodian(f"a handoff is authored by its sender {sender}, not {env.author}")
     if sender == recipient:
         raise SameParty(f"a handoff from {sender} to itself moves nothing")
-    to = require_participant(state, recipient, "to")
-    if not to.has_any_role(CUSTODY_ROLES):
-        # Only a custody role can sign the receipt: lots sent elsewhere would never arrive.
-        raise RoleNotAllowed(
-            f"{recipient} has no custody role ({', '.join(sorted(CUSTODY_ROLES))}) and could "
-            "never receive the lots",
-            participant=recipient,
-            field="to",
-        )
+    require_participant(state, recipient, "to", roles=CUSTODY_ROLES, to="receive the lots")
     check_signers(state, env, signed, parties=[sender, recipient], roles=CUSTODY_ROLES)
     if "contract" in p:
         from .commerce import open_contract
