@@ -382,41 +382,35 @@ class Sealer:
             return found
         return None
 
-    def _enqueue(self, rows: list[dict[str, Any]], *, durable: bool = True) -> None:
+    def _enqueue(self, rows: list[dict[str, Any]]) -> None:
         ids = [r["id"] for r in rows]
-        with self.store.write(durable=durable) as conn:
+        with self.store.write() as conn:
             # A fresh attempt replaces an earlier refusal of the same entry.
             self.store.forget_rejected(conn, ids)
             self.store.enqueue(conn, rows)
 
     def _settle(self, outcomes: list[Outcome], *, raise_first: bool) -> None:
+        """Give receipts to outcomes found sealed and errors to those refused at sealing;
+        with ``raise_first``, raise the first error."""
         ids = [o.id for o in outcomes if o.id and o.receipt is None and o.status in ("pending", "exists")]
-        if not ids:
-            if raise_first:
-                for o in outcomes:
-                    if o.error is not None:
-                        raise o.error
-            return
-        with self.store.read() as conn:
-            sealed = self.store.existing_ids(conn, ids)
+        if ids:
             refusals = {}
+            with self.store.read() as conn:
+                receipts = self._receipts_in(conn, ids)
+                for o in outcomes:
+                    if o.id and o.id not in receipts and o.status == "pending":
+                        row = self.store.pending_row(conn, o.id)
+                        if row is not None and row.status == "rejected":
+                            refusals[o.id] = error_for_code(row.code, row.detail, entry=o.id)
             for o in outcomes:
-                if o.id and o.id not in sealed and o.status == "pending":
-                    row = self.store.pending_row(conn, o.id)
-                    if row is not None and row.status == "rejected":
-                        refusals[o.id] = error_for_code(row.code, row.detail, entry=o.id)
-        receipts = self.receipts(sorted(sealed))
-        for o in outcomes:
-            if o.id is None:
-                continue
-            if o.id in sealed:
-                o.receipt = receipts[o.id]
-                o.status = "created" if o.status == "pending" else "exists"
-            elif o.id in refusals:
-                o.status, o.error = "rejected", refusals[o.id]
-        # The refusal stays recorded: other requests carrying the same entry may be waiting
-        # for it (deleting it here made them answer 202 for a refused entry), and
-        # GET /v1/entries/{id} answers with it. A fresh attempt replaces it (_enqueue).
+                if o.id in receipts:
+                    o.receipt = receipts[o.id]
+                    o.status = "created" if o.status == "pending" else "exists"
+                elif o.id in refusals:
+                    o.status, o.error = "rejected", refusals[o.id]
+            # The refusal stays recorded: other requests carrying the same entry may be
+            # waiting for it, and GET /v1/entries/{id} answers with it. A fresh attempt
+            # replaces it (_enqueue).
         if raise_first:
             for o in outcomes:
                 if o.error is not None:
@@ -680,11 +674,6 @@ def _sealed_already(state: LedgerState, env: Envelope) -> bool:
     anyway): an entry's id is the hash of its payload, author and nonce included, so the
     entry that used ``env``'s nonce is ``env`` itself exactly when ``env`` was sealed."""
     return state.nonce_entry(env.author, env.nonce) == env.id
-
-
-def receipt_for(store: Store, conn: Connection, entry: EntryRow, block: BlockRow) -> Receipt:
-    plan = inclusion_plan(index=entry.idx, tree_size=block.tree_size)
-    return _receipt(entry, block, build_proof(plan, store.nodes(conn, plan_nodes(plan))))
 
 
 def _receipt(entry: EntryRow, block: BlockRow, hashes: Sequence[bytes]) -> Receipt:

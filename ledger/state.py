@@ -11,7 +11,6 @@ run the same rule code (``ledger.rules``), so they cannot disagree.
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -367,40 +366,3 @@ class LedgerState:
 
     def changed_keys(self) -> list[KeyRecord]:
         return self.changed("key")
-
-    def clear_dirty(self) -> None:
-        # Whatever was flushed is held by the source now.
-        for kind, dirty in self._dirty.items():
-            self._absent[kind] -= dirty
-            dirty.clear()
-
-    def snapshot(self) -> LedgerState:
-        """A copy-on-write child: reads fall through to this state, writes stay in the child.
-
-        Used to check a batch against the state it would meet without touching this one.
-        """
-        return LedgerState(source=_Overlay(self), policy=self.get_policy(), _policy_loaded=True)
-
-
-class _Overlay:
-    def __init__(self, parent: LedgerState) -> None:
-        self.parent = parent
-
-    def load_policy(self) -> Policy | None:
-        return self.parent.get_policy()
-
-    def load(self, kind: str, key: str) -> Any | None:
-        # A copy, so that the child can never change the parent's record.
-        return copy.copy(self.parent.get(kind, key))
-
-    def load_many(self, kind: str, keys: Sequence[str]) -> dict[str, Any]:
-        return {k: rec for k in keys if (rec := self.load(kind, k)) is not None}
-
-    def load_nonce(self, author: str, nonce: str) -> str | None:
-        return self.parent.nonce_entry(author, nonce)
-
-    def load_nonces(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        return {p: used for p in pairs if (used := self.parent.nonce_entry(*p)) is not None}
-
-    def load_entry_exists(self, entry_id: str) -> bool:
-        return self.parent.entry_exists(entry_id)

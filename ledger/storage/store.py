@@ -297,10 +297,9 @@ def _entry(row: Any) -> EntryRow:
 class Store:
     """Queries over one database. Thread-safe; one per process."""
 
-    def __init__(self, engine: Engine, *, sqlite_synchronous: str = "FULL") -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self.sqlite_synchronous = sqlite_synchronous
         self._policy: Policy | None = None
         # Writers queue on this rather than on SQLite's busy handler (see locks.py).
         self._writer_lock = WriterLock(_sqlite_lock_path(engine) if self.dialect == "sqlite" else None)
@@ -312,7 +311,7 @@ class Store:
         With ``check``, refuses unsafe durability settings (UnsafeConfiguration) and a
         database without Filiera's schema (NotInitialised).
         """
-        store = cls(make_engine(settings), sqlite_synchronous=settings.sqlite_synchronous)
+        store = cls(make_engine(settings))
         if check:
             # A refused store closes its pooled connection now rather than leave it open
             # until the garbage collector finds it.
@@ -355,27 +354,11 @@ class Store:
             yield
 
     @contextmanager
-    def write(self, *, durable: bool = True) -> Iterator[Connection]:
-        """A short write transaction that does not append to the log (the intake queue).
-
-        ``durable=False`` skips the flush to disk at COMMIT (SQLite ``synchronous=NORMAL``,
-        PostgreSQL ``synchronous_commit=off``) for this one transaction. That is sound only for
-        rows nothing has acknowledged yet: the durable COMMIT of the block that seals them
-        flushes the write-ahead log up to and including them, and if the machine dies first
-        the submitter got no answer and retries (an entry is idempotent).
-        """
+    def write(self) -> Iterator[Connection]:
+        """A short write transaction that does not append to the log (the intake queue)."""
         with self._writer(), self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
-            raw = conn.connection.driver_connection if self.dialect == "sqlite" and not durable else None
-            if raw is not None:
-                raw.execute("PRAGMA synchronous=NORMAL")
-            try:
-                with conn.begin():
-                    if not durable and self.dialect == "postgresql":
-                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                    yield conn
-            finally:
-                if raw is not None:
-                    raw.execute(f"PRAGMA synchronous={self.sqlite_synchronous}")
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def append(self, *, lock_timeout_s: float = 30.0) -> Iterator[Connection]:
@@ -417,17 +400,6 @@ class Store:
 
     def block(self, conn: Connection, height: int) -> BlockRow | None:
         row = conn.execute(_BLOCK, {"height": height}).first()
-        return _block(row) if row else None
-
-    def block_for_index(self, conn: Connection, index: int) -> BlockRow | None:
-        """The block that sealed log position ``index``."""
-        row = conn.execute(
-            select(t.blocks).where(t.blocks.c.tree_size > index).order_by(t.blocks.c.tree_size).limit(1)
-        ).first()
-        return _block(row) if row else None
-
-    def block_for_size(self, conn: Connection, tree_size: int) -> BlockRow | None:
-        row = conn.execute(select(t.blocks).where(t.blocks.c.tree_size == tree_size)).first()
         return _block(row) if row else None
 
     def blocks(self, conn: Connection, *, start: int, limit: int) -> list[BlockRow]:
@@ -536,11 +508,6 @@ class Store:
                 if (r.author, r.nonce) in wanted:
                     found[(r.author, r.nonce)] = r.id
         return found
-
-    def count_entries(self, conn: Connection) -> int:
-        return int(conn.execute(select(func.count()).select_from(t.entries)).scalar_one())
-
-    # --- signed reads ---------------------------------------------------------------------
 
     def remember_nonce(self, nonce: str, key_id: str, now: int, *, window: int = 600) -> None:
         """Record a signed request's nonce; raises RequestReplayed if it was seen before.
