@@ -526,6 +526,15 @@ def demo(obj: _Ctx, origin: str, if_missing: bool, lots: int | None) -> None:
     click.echo(f"key files in {settings.data_dir}")
 
 
+# Public names for the command modules of api/commands (which import this module).
+Ctx = _Ctx
+fail = _fail
+read_trusted_checkpoint = _read_trusted_checkpoint
+write_atomic = _write_atomic
+
+from . import commands  # noqa: E402,F401  (registers the commands kept in their own modules)
+
+
 def main() -> None:
     cli(prog_name="filiera")
 

@@ -43,6 +43,7 @@ __all__ = [
     "PersonalData",
     "MalformedNote",
     "MalformedProof",
+    "MalformedBundle",
     # authentication / authorisation of signatures
     "InvalidSignature",
     "UnknownKey",
@@ -278,6 +279,11 @@ class MalformedNote(MalformedInput):
 class MalformedProof(MalformedInput):
     code = "malformed_proof"
     title = "Malformed proof"
+
+
+class MalformedBundle(MalformedInput):
+    code = "malformed_bundle"
+    title = "Malformed audit bundle"
 
 
 # --- signatures and authorisation ------------------------------------------------------
