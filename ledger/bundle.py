@@ -8,9 +8,10 @@ A bundle is UTF-8 NDJSON: one JSON object per line, each with a ``type``. In ord
     ``from_index`` (the first entry index the bundle holds: 0, or the ``first_index`` of a
     block for a partial export) and ``created``.
 ``consistency``
-    optional, before the first block of a partial bundle: ``{"from": m, "to": n, "hashes":
-    [...]}``, an RFC 9162 consistency proof from the tree size an auditor trusted to the
-    bundle's ``checkpoint``, so a forked history is caught before any entry is read.
+    optional, before the first block: ``{"from": m, "to": n, "hashes": [...], "checkpoint":
+    note}``, an RFC 9162 consistency proof from the tree size an auditor trusted to the signed
+    checkpoint at ``n`` that ends the bundle, so a forked history is caught before any entry
+    is read.
 ``block``
     ``header``, ``hash``, ``signature``, ``checkpoint`` (the block's signed note); followed
     by exactly ``tree_size - first_index`` lines of
@@ -81,6 +82,7 @@ class BundleConsistency:
     from_size: int
     to_size: int
     hashes: tuple[str, ...]
+    checkpoint: str
     line: int
 
 
@@ -140,8 +142,10 @@ def header_line(
     )
 
 
-def consistency_line(*, from_size: int, to_size: int, hashes: Sequence[str]) -> bytes:
-    return _dump({"type": "consistency", "from": from_size, "to": to_size, "hashes": list(hashes)})
+def consistency_line(*, from_size: int, to_size: int, hashes: Sequence[str], checkpoint: str) -> bytes:
+    return _dump(
+        {"type": "consistency", "from": from_size, "to": to_size, "hashes": list(hashes), "checkpoint": checkpoint}
+    )
 
 
 def block_line(*, header: Mapping[str, Any], hash: str, signature: str, checkpoint: str | None) -> bytes:
@@ -238,7 +242,11 @@ def _record(obj: Any, line: int) -> Record:
         if not all(isinstance(h, str) for h in hashes):
             raise _bad(line, "consistency hashes must be hex strings")
         return BundleConsistency(
-            from_size=_int(obj, "from", line), to_size=_int(obj, "to", line), hashes=tuple(hashes), line=line
+            from_size=_int(obj, "from", line),
+            to_size=_int(obj, "to", line),
+            hashes=tuple(hashes),
+            checkpoint=_field(obj, "checkpoint", str, line),
+            line=line,
         )
     if kind == "checkpoint":
         return BundleCheckpoint(checkpoint=_field(obj, "checkpoint", str, line), line=line)

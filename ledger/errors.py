@@ -89,6 +89,7 @@ __all__ = [
     "ConfigurationError",
     "UnsafeKeyFile",
     "InvalidKeyFile",
+    "InvalidSnapshot",
     "NotCustodian",
     "LotInTransit",
     "LotConsumed",
@@ -500,6 +501,11 @@ class UnsafeKeyFile(ConfigurationError):
 class InvalidKeyFile(ConfigurationError):
     code = "invalid_key_file"
     title = "Key file is not a valid Filiera key file"
+
+
+class InvalidSnapshot(ConfigurationError):
+    code = "invalid_snapshot"
+    title = "Unusable audit state snapshot"
 
 
 # --- supply chain and commerce (PROTOCOL §4) --------------------------------------------

@@ -133,7 +133,10 @@ def bundle_lines(store: Store, rng: ExportRange, *, created: str) -> Iterator[by
         with store.read() as conn:
             nodes = store.nodes(conn, plan_nodes(plan))
         yield consistency_line(
-            from_size=rng.since, to_size=rng.end, hashes=[h.hex() for h in build_proof(plan, nodes)]
+            from_size=rng.since,
+            to_size=rng.end,
+            hashes=[h.hex() for h in build_proof(plan, nodes)],
+            checkpoint=rng.head.checkpoint,
         )
     blocks = entries = 0
     height = rng.first_height

@@ -1,0 +1,455 @@
+"""The offline audit: check an exported bundle (:mod:`ledger.bundle`) with no server and no
+database, trusting only the ledger's verifier key the auditor brings.
+
+Everything :func:`ledger.verify.verify_chain` checks is checked here, by the same code: every
+entry's canonical form, id and leaf hash, every signature strictly (libsodium), the signer's
+key valid at the entry's position and its authority replayed from the governance entries
+(roles, revocations, quorum), every supply-chain rule by replaying the state, every ``prev``
+link, block hash, block signature, Merkle root and checkpoint. The Ed25519 work, most of the
+cost, is spread over worker processes while the main process replays the log in order; the
+first failure found anywhere is the one reported, whichever process found it.
+
+Memory stays bounded by the replayed state and one block: the bundle is read line by line.
+
+Incremental audits: with a trusted checkpoint (saved from an earlier audit) the bundle's
+consistency record is checked first, so a forked or rewritten history fails before any entry
+is read; entries the trusted checkpoint already pins skip only the Ed25519 work. With a state
+snapshot from that earlier audit, a partial bundle holding only the new blocks is enough.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+from .bundle import (
+    BundleBlock,
+    BundleCheckpoint,
+    BundleConsistency,
+    BundleEnd,
+    BundleEntry,
+    BundleHeader,
+    read_records,
+)
+from .encoding import b64
+from .errors import ChainBroken, InvalidSnapshot, LedgerError
+from .keys import unsafe_verify
+from .merkle import verify_consistency
+from .notes import Checkpoint, NoteVerifier, verify_checkpoint
+from .snapshot import dump_snapshot, load_snapshot
+from .verify import ChainCursor, StoredBlock, StoredLeaf, VerifyReport, verify_chain
+
+__all__ = ["AuditFailure", "AuditReport", "audit_bundle", "AUDIT_REASONS"]
+
+# Reasons an audit adds to those of ledger.verify.REASONS: the bundle itself is unusable.
+AUDIT_REASONS = frozenset({"bundle", "incomplete_bundle", "consistency"})
+
+_CHUNK = 512  # signature checks per task sent to a worker
+_IN_FLIGHT = 4  # tasks queued per worker: enough to keep it busy, few enough to bound memory
+
+
+def _verify_chunk(jobs: list[tuple[int, int, str, bytes, bytes, bytes]]) -> list[tuple[int, int, str, str, str]]:
+    """Worker side: check each (index, height, entry, key, message, signature); return the
+    failures as (index, height, entry, code, detail)."""
+    bad: list[tuple[int, int, str, str, str]] = []
+    for index, height, entry, key, message, sig in jobs:
+        try:
+            unsafe_verify(key, message, sig)
+        except LedgerError as exc:
+            bad.append((index, height, entry, exc.code, exc.detail))
+    return bad
+
+
+def _failure_of(index: int, height: int, entry: str, code: str, detail: str) -> ChainBroken:
+    return ChainBroken(
+        f"block {height}, entry {index}: a signature does not verify: {code}: {detail}",
+        height=height,
+        index=index,
+        entry=entry,
+        reason="signature",
+        cause=code,
+    )
+
+
+class _SignaturePool:
+    """ledger.verify.SignatureChecks over worker processes (or in this process if workers=0)."""
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._pool = (
+            ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
+            if workers > 0
+            else None
+        )
+        self._batch: list[tuple[int, int, str, bytes, bytes, bytes]] = []
+        self._pending: deque[Future[list[tuple[int, int, str, str, str]]]] = deque()
+        self._failures: list[ChainBroken] = []
+        self.checked = 0
+
+    def defer(self, *, index: int, height: int, entry: str, checks: list[tuple[bytes, bytes, bytes]]) -> None:
+        for key, message, sig in checks:
+            self._batch.append((index, height, entry, key, message, sig))
+        if len(self._batch) >= _CHUNK:
+            self._send()
+
+    def _send(self) -> None:
+        batch, self._batch = self._batch, []
+        self.checked += len(batch)
+        if self._pool is None:
+            self._collect(_verify_chunk(batch))
+            return
+        while len(self._pending) >= self._workers * _IN_FLIGHT:
+            self._collect(self._pending.popleft().result())
+        self._pending.append(self._pool.submit(_verify_chunk, batch))
+
+    def _collect(self, bad: list[tuple[int, int, str, str, str]]) -> None:
+        self._failures.extend(_failure_of(*b) for b in bad)
+
+    def failures(self, *, wait: bool) -> list[ChainBroken]:
+        if wait:
+            if self._batch:
+                self._send()
+            while self._pending:
+                self._collect(self._pending.popleft().result())
+        else:
+            while self._pending and self._pending[0].done():
+                self._collect(self._pending.popleft().result())
+        return list(self._failures)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFailure:
+    reason: str
+    detail: str
+    code: str
+    height: int | None = None
+    index: int | None = None
+    entry: str | None = None
+    line: int | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.facts.items() if k not in ("reason", "height", "index", "entry", "line")}
+        out.update(
+            reason=self.reason, code=self.code, detail=self.detail,
+            height=self.height, index=self.index, entry=self.entry, line=self.line,
+        )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    ok: bool
+    origin: str
+    verifier_key: str
+    bundle_from: int | None  # first entry index the bundle holds
+    blocks: int  # blocks checked in this run
+    entries: int  # entries checked in this run
+    signatures: int  # Ed25519 signatures checked in this run
+    tree_size: int | None
+    root: str | None
+    checkpoint: str | None  # the bundle's last checkpoint, verified (the next trusted one)
+    trusted_size: int | None
+    consistency_checked: bool
+    state_in: str | None  # SHA-256 of the snapshot resumed from
+    state_out: str | None  # SHA-256 of the snapshot saved
+    workers: int
+    seconds: float
+    failure: AuditFailure | None = None
+
+    @property
+    def entries_per_s(self) -> float:
+        return self.entries / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ok": self.ok,
+            "origin": self.origin,
+            "verifier_key": self.verifier_key,
+            "bundle_from": self.bundle_from,
+            "blocks": self.blocks,
+            "entries": self.entries,
+            "signatures": self.signatures,
+            "tree_size": self.tree_size,
+            "root": self.root,
+            "checkpoint": self.checkpoint,
+            "trusted_size": self.trusted_size,
+            "consistency_checked": self.consistency_checked,
+            "state_in_sha256": self.state_in,
+            "state_out_sha256": self.state_out,
+            "workers": self.workers,
+            "seconds": round(self.seconds, 3),
+            "entries_per_s": round(self.entries_per_s, 1),
+        }
+        out["failure"] = self.failure.to_json() if self.failure else None
+        return out
+
+    def to_text(self) -> str:
+        lines = [f"audit of {self.origin or 'an unknown ledger'} (verifier key {self.verifier_key})"]
+        if self.state_in:
+            lines.append(f"  resumed from state snapshot sha256 {self.state_in}")
+        if self.trusted_size is not None:
+            lines.append(
+                f"  trusted checkpoint at tree size {self.trusted_size}"
+                + ("; consistency proof to the new checkpoint verified" if self.consistency_checked else "")
+            )
+        lines.append(
+            f"  checked {self.blocks:,} blocks, {self.entries:,} entries, {self.signatures:,} signatures"
+            f" in {self.seconds:.1f} s ({self.entries_per_s:,.0f} entries/s, {self.workers} worker processes)"
+        )
+        if self.failure is None:
+            lines.append(f"  tree size {self.tree_size:,}, root {self.root}")
+            if self.state_out:
+                lines.append(f"  state snapshot saved, sha256 {self.state_out}")
+            lines.append("RESULT: OK: every signature, authorisation, rule, hash, link, root and checkpoint holds")
+        else:
+            f = self.failure
+            where = ", ".join(
+                part for part in (
+                    f"block {f.height}" if f.height is not None else "",
+                    f"entry {f.index}" if f.index is not None else "",
+                    f"id {f.entry}" if f.entry else "",
+                    f"bundle line {f.line}" if f.line is not None else "",
+                ) if part
+            )
+            lines.append(f"  first failure: {f.reason}" + (f" at {where}" if where else ""))
+            lines.append(f"  {f.detail}")
+            lines.append("RESULT: FAILED")
+        return "\n".join(lines) + "\n"
+
+
+class _Bundle:
+    """The bundle's records regrouped into blocks for verify_chain, with its framing checked."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._records = read_records(lines)
+        first = next(self._records)
+        assert isinstance(first, BundleHeader)  # read_records guarantees it
+        self.header = first
+        self.consistency: BundleConsistency | None = None
+        self.checkpoint: BundleCheckpoint | None = None
+        self.end: BundleEnd | None = None
+        self.blocks = 0
+        self.entries = 0
+        self._ahead: Any = None
+        record = next(self._records, None)
+        if isinstance(record, BundleConsistency):
+            self.consistency = record
+            record = next(self._records, None)
+        self._ahead = record
+
+    def blocks_iter(self) -> Iterator[StoredBlock]:
+        record = self._ahead
+        while record is not None:
+            if isinstance(record, BundleBlock):
+                block = record
+                try:
+                    count = int(block.header["tree_size"]) - int(block.header["first_index"])
+                except (KeyError, TypeError, ValueError):
+                    count = 0  # verify_chain names the malformed header
+                leaves: list[StoredLeaf] = []
+                record = next(self._records, None)
+                while isinstance(record, BundleEntry) and len(leaves) < count:
+                    leaves.append(StoredLeaf(record.index, record.id, record.leaf_hash, record.leaf_data))
+                    record = next(self._records, None)
+                self.blocks += 1
+                self.entries += len(leaves)
+                yield StoredBlock(
+                    header=dict(block.header), hash=block.hash, signature=block.signature,
+                    checkpoint=block.checkpoint, leaves=leaves,
+                )
+                continue
+            if isinstance(record, BundleEntry):
+                raise ChainBroken(
+                    f"bundle line {record.line}: entry {record.index} lies outside every block",
+                    reason="bundle", line=record.line, index=record.index, height=None,
+                )
+            if isinstance(record, BundleCheckpoint):
+                self.checkpoint = record
+            elif isinstance(record, BundleEnd):
+                self.end = record
+            else:
+                raise ChainBroken(
+                    f"bundle line {record.line}: a {type(record).__name__} record out of place",
+                    reason="bundle", line=record.line, height=None,
+                )
+            record = next(self._records, None)
+
+
+def _trusted_checkpoint(note: str, verifier: NoteVerifier) -> Checkpoint:
+    try:
+        return verify_checkpoint(note, verifier=verifier, origin=verifier.name)
+    except LedgerError as exc:
+        raise InvalidSnapshot(
+            f"the trusted checkpoint is not a checkpoint of {verifier.name} signed by the "
+            f"verifier key ({exc.code})"
+        ) from exc
+
+
+def audit_bundle(
+    lines: Iterable[bytes],
+    *,
+    verifier: NoteVerifier,
+    trusted_checkpoint: str | None = None,
+    state: bytes | None = None,
+    save_state: Callable[[bytes], None] | None = None,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    recheck_signatures: bool = False,
+) -> AuditReport:
+    """Audit a bundle read from ``lines``. Never trusts the bundle; trusts ``verifier``.
+
+    ``trusted_checkpoint``: a signed checkpoint from an earlier audit; the bundle must extend
+    it. ``state``: a snapshot saved by that audit (required for a bundle that does not start
+    at entry 0). ``save_state`` receives the new snapshot after a clean audit. ``workers``:
+    processes for the Ed25519 work (default: every core; 0 checks in this process).
+    ``recheck_signatures``: check signatures below the trusted size too.
+    Returns a report whose ``failure`` names the first failure; raises only for unusable
+    inputs of the auditor's own (InvalidSnapshot, MalformedNote).
+    """
+    started = time.perf_counter()
+    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    trusted = _trusted_checkpoint(trusted_checkpoint, verifier) if trusted_checkpoint else None
+    cursor: ChainCursor | None = None
+    state_in = None
+    if state is not None:
+        state_in = hashlib.sha256(state).hexdigest()
+        cursor = load_snapshot(state)
+        if cursor.origin != verifier.name or cursor.key != verifier.public_key:
+            raise InvalidSnapshot("the state snapshot belongs to another ledger or ledger key")
+        if trusted is not None and (
+            cursor.frontier.size != trusted.tree_size or cursor.frontier.root() != trusted.root
+        ):
+            raise InvalidSnapshot(
+                f"the state snapshot ends at tree size {cursor.frontier.size}, not at the trusted "
+                f"checkpoint ({trusted.tree_size}) with its root"
+            )
+    pool = _SignaturePool(n_workers)
+    bundle: _Bundle | None = None
+    report: VerifyReport | None = None
+    consistency_checked = False
+
+    def result(failure: AuditFailure | None, state_out: str | None = None) -> AuditReport:
+        return AuditReport(
+            ok=failure is None,
+            origin=verifier.name,
+            verifier_key=verifier.vkey,
+            bundle_from=bundle.header.from_index if bundle else None,
+            blocks=bundle.blocks if bundle else 0,
+            entries=bundle.entries if bundle else 0,
+            signatures=pool.checked,
+            tree_size=report.tree_size if report else None,
+            root=report.root if report else None,
+            checkpoint=bundle.checkpoint.checkpoint if bundle and bundle.checkpoint and failure is None else None,
+            trusted_size=trusted.tree_size if trusted else None,
+            consistency_checked=consistency_checked,
+            state_in=state_in,
+            state_out=state_out,
+            workers=n_workers,
+            seconds=time.perf_counter() - started,
+            failure=failure,
+        )
+
+    def fail(reason: str, detail: str, code: str = "chain_broken", **facts: Any) -> AuditReport:
+        return result(AuditFailure(reason=reason, detail=detail, code=code, **facts))
+
+    try:
+        try:
+            bundle = _Bundle(lines)
+        except LedgerError as exc:
+            return fail("bundle", exc.detail, code=exc.code, line=exc.facts.get("line"))
+        header = bundle.header
+        if header.origin != verifier.name:
+            return fail("origin", f"the bundle is of ledger {header.origin!r}, the verifier key is for {verifier.name!r}", line=1)
+        if header.public_key != b64(verifier.public_key):
+            return fail("ledger_key", "the bundle names another ledger key than the verifier key", line=1)
+        start_index = cursor.frontier.size if cursor else 0
+        if header.from_index != start_index:
+            if cursor is None:
+                raise InvalidSnapshot(
+                    f"the bundle starts at entry {header.from_index}: a partial bundle needs the "
+                    "state snapshot (--state) of the audit that ended there"
+                )
+            raise InvalidSnapshot(
+                f"the bundle starts at entry {header.from_index} but the state snapshot ends at {start_index}"
+            )
+        if trusted is not None and bundle.consistency is not None:
+            c = bundle.consistency
+            try:
+                new = verify_checkpoint(c.checkpoint, verifier=verifier, origin=verifier.name)
+                if c.from_size != trusted.tree_size or c.to_size != new.tree_size:
+                    raise ChainBroken("the consistency record is not from the trusted size to its checkpoint", reason="consistency")
+                verify_consistency(
+                    old_size=c.from_size, new_size=c.to_size,
+                    proof=[bytes.fromhex(h) for h in c.hashes],
+                    old_root=trusted.root, new_root=new.root,
+                )
+            except (LedgerError, ValueError) as exc:
+                code = exc.code if isinstance(exc, LedgerError) else "invalid_proof"
+                return fail(
+                    "fork" if code == "invalid_proof" else "consistency",
+                    f"the bundle's history is not an extension of the trusted checkpoint (size "
+                    f"{trusted.tree_size}): its consistency proof fails ({code}); the ledger forked or was rewritten",
+                    code=code, line=c.line,
+                )
+            consistency_checked = True
+        try:
+            report = verify_chain(
+                bundle.blocks_iter(),
+                ledger_key=verifier.public_key,
+                trusted_checkpoint=trusted_checkpoint if cursor is None else None,
+                resume=cursor,
+                signatures=pool,
+                trust_below=0 if recheck_signatures or trusted is None else trusted.tree_size,
+                progress=progress,
+            )
+        except ChainBroken as exc:
+            f = exc.facts
+            return fail(
+                str(f.get("reason", "chain")), exc.detail, code=str(f.get("cause", exc.code)),
+                height=f.get("height"), index=f.get("index"), entry=f.get("entry"), line=f.get("line"),
+                facts={k: v for k, v in f.items() if k not in ("cause",)},
+            )
+        except LedgerError as exc:
+            return fail("bundle", exc.detail, code=exc.code, line=exc.facts.get("line"))
+        if trusted is not None and report.tree_size < trusted.tree_size:
+            return fail("truncated", f"the bundle ends at tree size {report.tree_size}, before the trusted checkpoint's {trusted.tree_size}")
+        if bundle.checkpoint is None or bundle.end is None:
+            return fail(
+                "incomplete_bundle",
+                "the bundle has no final checkpoint and end record: it was cut short in transit; "
+                "continue the download with `filiera export --resume`",
+            )
+        try:
+            last = verify_checkpoint(bundle.checkpoint.checkpoint, verifier=verifier, origin=verifier.name)
+        except LedgerError as exc:
+            return fail("checkpoint", f"the bundle's final checkpoint does not verify ({exc.code})", code=exc.code, line=bundle.checkpoint.line)
+        if last.tree_size != report.tree_size or last.root.hex() != report.root:
+            return fail("checkpoint", "the bundle's final checkpoint is not the last block's", line=bundle.checkpoint.line)
+        end = bundle.end
+        if (end.blocks, end.entries, end.tree_size) != (bundle.blocks, bundle.entries, report.tree_size):
+            return fail(
+                "bundle",
+                f"the end record counts {end.blocks} blocks and {end.entries} entries to size "
+                f"{end.tree_size}; the bundle holds {bundle.blocks}, {bundle.entries}, {report.tree_size}",
+                line=end.line,
+            )
+        state_out = None
+        if save_state is not None and report.cursor is not None:
+            snapshot = dump_snapshot(report.cursor)
+            save_state(snapshot)
+            state_out = hashlib.sha256(snapshot).hexdigest()
+        return result(None, state_out)
+    finally:
+        pool.close()
