@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -83,8 +84,11 @@ class _SignaturePool:
 
     def __init__(self, workers: int) -> None:
         self._workers = workers
+        # fork starts workers at once and re-imports nothing, but forking a process that runs
+        # other threads can copy a lock some thread holds; then the forkserver is the safe way.
+        method = "fork" if threading.active_count() == 1 else "forkserver"
         self._pool = (
-            ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
+            ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method))
             if workers > 0
             else None
         )
