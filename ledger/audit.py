@@ -20,6 +20,7 @@ snapshot from that earlier audit, a partial bundle holding only the new blocks i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -31,19 +32,23 @@ from multiprocessing import get_context
 from typing import Any
 
 from .bundle import (
+    MAX_LINE,
     BundleBlock,
     BundleCheckpoint,
     BundleConsistency,
     BundleEnd,
     BundleEntry,
     BundleHeader,
-    read_records,
+    Record,
+    read_record,
 )
-from .encoding import b64
-from .errors import ChainBroken, InvalidSnapshot, LedgerError
-from .keys import unsafe_verify
+from .encoding import b64, unb64
+from .entries import Envelope, EntryId, Signature, entry_message, envelope_from_leaf
+from .errors import ChainBroken, InvalidSnapshot, LedgerError, MalformedBundle, error_for_code
+from .keys import KeyId, key_id, unsafe_verify
 from .merkle import verify_consistency
 from .notes import Checkpoint, NoteVerifier, verify_checkpoint
+from .payloads import EntryType
 from .snapshot import dump_snapshot, load_snapshot
 from .verify import ChainCursor, StoredBlock, StoredLeaf, VerifyReport, verify_chain
 
@@ -52,84 +57,112 @@ __all__ = ["AuditFailure", "AuditReport", "audit_bundle", "AUDIT_REASONS"]
 # Reasons an audit adds to those of ledger.verify.REASONS: the bundle itself is unusable.
 AUDIT_REASONS = frozenset({"bundle", "incomplete_bundle", "consistency"})
 
-_CHUNK = 512  # signature checks per task sent to a worker
-_IN_FLIGHT = 4  # tasks queued per worker: enough to keep it busy, few enough to bound memory
+_CHUNK = 256  # entry lines per task sent to a worker
+_AHEAD = 64  # tasks read ahead of the replay: bounds memory, keeps every worker busy
+
+_ENTRY_PREFIX = b'{"type":"entry",'
+
+# What a worker sends back per entry line: (line, index, id, leaf hash, leaf data, origin used,
+# packed envelope or (error code, detail), verified key pairs) or (line, error detail) for a
+# line that is not an entry record at all.
+_Parsed = tuple[Any, ...]
 
 
-def _verify_chunk(jobs: list[tuple[int, int, str, bytes, bytes, bytes]]) -> list[tuple[int, int, str, str, str]]:
-    """Worker side: check each (index, height, entry, key, message, signature); return the
-    failures as (index, height, entry, code, detail)."""
-    bad: list[tuple[int, int, str, str, str]] = []
-    for index, height, entry, key, message, sig in jobs:
-        try:
-            unsafe_verify(key, message, sig)
-        except LedgerError as exc:
-            bad.append((index, height, entry, exc.code, exc.detail))
-    return bad
-
-
-def _failure_of(index: int, height: int, entry: str, code: str, detail: str) -> ChainBroken:
-    return ChainBroken(
-        f"block {height}, entry {index}: a signature does not verify: {code}: {detail}",
-        height=height,
-        index=index,
-        entry=entry,
-        reason="signature",
-        cause=code,
+def _pack(env: Envelope, leaf: bytes) -> tuple[Any, ...]:
+    return (
+        env.payload, env.type.value, [(s.signer, s.key_id, s.sig) for s in env.signatures],
+        env.id_raw, None if env.leaf_data == leaf else env.leaf_data, env.leaf_hash,
     )
 
 
-class _SignaturePool:
-    """ledger.verify.SignatureChecks over worker processes (or in this process if workers=0)."""
+def _unpack(packed: tuple[Any, ...], leaf: bytes) -> Envelope:
+    payload, type_value, sigs, id_raw, leaf_data, leaf_hash = packed
+    return Envelope(
+        payload=payload,
+        signatures=tuple(Signature(signer=a, key_id=KeyId(b), sig=c) for a, b, c in sigs),
+        type=EntryType(type_value),
+        id=EntryId(id_raw.hex()),
+        id_raw=id_raw,
+        leaf_data=leaf if leaf_data is None else leaf_data,
+        leaf_hash=leaf_hash,
+    )
 
-    def __init__(self, workers: int) -> None:
-        self._workers = workers
-        # fork starts workers at once and re-imports nothing, but forking a process that runs
-        # other threads can copy a lock some thread holds; then the forkserver is the safe way.
-        method = "fork" if threading.active_count() == 1 else "forkserver"
-        self._pool = (
-            ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method))
-            if workers > 0
-            else None
-        )
-        self._batch: list[tuple[int, int, str, bytes, bytes, bytes]] = []
-        self._pending: deque[Future[list[tuple[int, int, str, str, str]]]] = deque()
-        self._failures: list[ChainBroken] = []
-        self.checked = 0
 
-    def defer(self, *, index: int, height: int, entry: str, checks: list[tuple[bytes, bytes, bytes]]) -> None:
-        for key, message, sig in checks:
-            self._batch.append((index, height, entry, key, message, sig))
-        if len(self._batch) >= _CHUNK:
-            self._send()
+def _announced_keys(entry_type: str, payload: Any) -> dict[str, bytes]:
+    """Every public key an entry carries (genesis, admins, a new participant, key.add), by key
+    id. A key id is the hash of its key, so knowing one can never make a worker accept a
+    signature by the wrong key; whether the key was the signer's, and valid, is the replay's."""
+    found: list[Any] = []
+    try:
+        if entry_type == EntryType.GENESIS:
+            found.append(payload.get("ledger_key"))
+            for admin in payload.get("admins") or ():
+                found.extend(k.get("public_key") for k in admin.get("keys") or ())
+        elif entry_type == EntryType.PARTICIPANT_REGISTER:
+            found.extend(k.get("public_key") for k in payload["participant"].get("keys") or ())
+        elif entry_type == EntryType.KEY_ADD:
+            found.append(payload.get("public_key"))
+    except (AttributeError, KeyError, TypeError):
+        pass  # a malformed entry: the replay refuses it
+    keys: dict[str, bytes] = {}
+    for text in found:
+        try:
+            raw = unb64(text, field="public_key", length=32)
+        except (LedgerError, TypeError):
+            continue
+        keys[key_id(raw)] = raw
+    return keys
 
-    def _send(self) -> None:
-        batch, self._batch = self._batch, []
-        self.checked += len(batch)
-        if self._pool is None:
-            self._collect(_verify_chunk(batch))
-            return
-        while len(self._pending) >= self._workers * _IN_FLIGHT:
-            self._collect(self._pending.popleft().result())
-        self._pending.append(self._pool.submit(_verify_chunk, batch))
 
-    def _collect(self, bad: list[tuple[int, int, str, str, str]]) -> None:
-        self._failures.extend(_failure_of(*b) for b in bad)
+_ANNOUNCING = (b"ledger.genesis", b"participant.register", b"key.add")
 
-    def failures(self, *, wait: bool) -> list[ChainBroken]:
-        if wait:
-            if self._batch:
-                self._send()
-            while self._pending:
-                self._collect(self._pending.popleft().result())
-        else:
-            while self._pending and self._pending[0].done():
-                self._collect(self._pending.popleft().result())
-        return list(self._failures)
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+def _keys_in_line(raw: bytes) -> dict[str, bytes]:
+    """Keys announced by the entry on a bundle line (read ahead of the workers, so that they
+    can check signatures by keys registered earlier in the bundle)."""
+    try:
+        record = json.loads(raw)
+        leaf = json.loads(record["leaf_data"])
+        return _announced_keys(leaf["payload"]["type"], leaf["payload"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _parse_chunk(origin: str, keys: dict[str, bytes], items: list[tuple[int, bytes]]) -> list[_Parsed]:
+    """Worker side: parse each entry line, its envelope (strictly, as verify_chain would) and
+    check the signatures of keys it knows, learning keys that entries introduce on the way.
+    Authorisation (whose key, valid when) stays with the replay in the main process."""
+    known = dict(keys)
+    out: list[_Parsed] = []
+    for line, raw in items:
+        try:
+            record = read_record(raw, line)
+        except LedgerError as exc:
+            out.append((line, exc.detail))
+            continue
+        if not isinstance(record, BundleEntry):
+            out.append((line, "not an entry record"))
+            continue
+        used = None if record.index == 0 else origin
+        verified: list[tuple[str, bytes]] = []
+        try:
+            env = envelope_from_leaf(record.leaf_data, origin=used)
+        except LedgerError as exc:
+            out.append((line, record.index, record.id, record.leaf_hash, record.leaf_data, used, (exc.code, exc.detail), None))
+            continue
+        known.update(_announced_keys(env.type, env.payload))
+        message = entry_message(env.id_raw)
+        for sig in env.signatures:
+            key = known.get(sig.key_id)
+            if key is None:
+                continue
+            try:
+                unsafe_verify(key, message, sig.sig)
+            except LedgerError:
+                continue  # the replay checks it again and names the failure in its place
+            verified.append((sig.key_id, key))
+        out.append((line, record.index, record.id, record.leaf_hash, record.leaf_data, used, _pack(env, record.leaf_data), verified))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,39 +267,110 @@ class AuditReport:
 
 
 class _Bundle:
-    """The bundle's records regrouped into blocks for verify_chain, with its framing checked."""
+    """The bundle regrouped into blocks for verify_chain, its entry lines parsed and their
+    signatures checked ahead by worker processes, in file order, with the framing checked."""
 
-    def __init__(self, lines: Iterable[bytes]) -> None:
-        self._records = read_records(lines)
-        first = next(self._records)
-        assert isinstance(first, BundleHeader)  # read_records guarantees it
+    def __init__(self, lines: Iterable[bytes], *, workers: int, keys: Callable[[], dict[str, bytes]]) -> None:
+        self._lines = enumerate(lines, start=1)
+        self._keys = keys
+        self._announced: dict[str, bytes] = {}
+        self._workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        _, raw = next(self._lines, (1, b""))
+        first = read_record(raw, 1) if raw else None
+        if not isinstance(first, BundleHeader):
+            raise MalformedBundle("line 1: a bundle starts with its 'bundle' header record", line=1)
         self.header = first
         self.consistency: BundleConsistency | None = None
         self.checkpoint: BundleCheckpoint | None = None
         self.end: BundleEnd | None = None
         self.blocks = 0
         self.entries = 0
-        self._ahead: Any = None
-        record = next(self._records, None)
-        if isinstance(record, BundleConsistency):
-            self.consistency = record
-            record = next(self._records, None)
-        self._ahead = record
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, items: list[tuple[int, bytes]]) -> Future[list[_Parsed]] | list[_Parsed]:
+        if self._workers == 0:
+            return _parse_chunk(self.header.origin, {**self._keys(), **self._announced}, items)
+        if self._pool is None:
+            # fork starts workers at once and re-imports nothing, but forking a process that
+            # runs other threads can copy a lock some thread holds: then the forkserver.
+            method = "fork" if threading.active_count() == 1 else "forkserver"
+            self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=get_context(method))
+        return self._pool.submit(_parse_chunk, self.header.origin, {**self._keys(), **self._announced}, items)
+
+    def _items(self) -> Iterator[Record | _Parsed]:
+        """Records in file order; entry lines come back parsed by the workers."""
+        order: deque[Record | None] = deque()  # None: the next parsed entry
+        tasks: deque[Future[list[_Parsed]] | list[_Parsed]] = deque()
+        done: deque[_Parsed] = deque()
+        batch: list[tuple[int, bytes]] = []
+        ended = False
+
+        def pop() -> Record | _Parsed:
+            item = order.popleft()
+            if item is not None:
+                return item
+            if not done:
+                task = tasks.popleft()
+                done.extend(task.result() if isinstance(task, Future) else task)
+            return done.popleft()
+
+        for line, raw in self._lines:
+            if len(raw) > MAX_LINE:
+                raise MalformedBundle(f"line {line}: longer than {MAX_LINE} bytes", line=line)
+            if ended:
+                if raw.strip():
+                    raise MalformedBundle(f"line {line}: data after the end record", line=line)
+                continue
+            if raw.startswith(_ENTRY_PREFIX):
+                if any(word in raw for word in _ANNOUNCING):
+                    self._announced.update(_keys_in_line(raw))
+                batch.append((line, raw))
+                order.append(None)
+                if len(batch) >= _CHUNK:
+                    tasks.append(self._submit(batch))
+                    batch = []
+            else:
+                record = read_record(raw, line)
+                if isinstance(record, BundleEntry):  # an entry written with its keys in another order
+                    batch.append((line, raw))
+                    order.append(None)
+                    continue
+                if isinstance(record, BundleHeader):
+                    raise MalformedBundle(f"line {line}: a second 'bundle' header", line=line)
+                ended = isinstance(record, BundleEnd)
+                if batch:
+                    tasks.append(self._submit(batch))
+                    batch = []
+                order.append(record)
+            while len(tasks) > _AHEAD:
+                yield pop()
+        if batch:
+            tasks.append(self._submit(batch))
+        while order:
+            yield pop()
 
     def blocks_iter(self) -> Iterator[StoredBlock]:
-        record = self._ahead
-        while record is not None:
-            if isinstance(record, BundleBlock):
-                block = record
+        items = self._items()
+        item = next(items, None)
+        if isinstance(item, BundleConsistency):
+            self.consistency = item
+            item = next(items, None)
+        while item is not None:
+            if isinstance(item, BundleBlock):
+                block = item
                 try:
                     count = int(block.header["tree_size"]) - int(block.header["first_index"])
                 except (KeyError, TypeError, ValueError):
                     count = 0  # verify_chain names the malformed header
                 leaves: list[StoredLeaf] = []
-                record = next(self._records, None)
-                while isinstance(record, BundleEntry) and len(leaves) < count:
-                    leaves.append(StoredLeaf(record.index, record.id, record.leaf_hash, record.leaf_data))
-                    record = next(self._records, None)
+                item = next(items, None)
+                while isinstance(item, tuple) and len(leaves) < count:
+                    leaves.append(self._leaf(item))
+                    item = next(items, None)
                 self.blocks += 1
                 self.entries += len(leaves)
                 yield StoredBlock(
@@ -274,21 +378,40 @@ class _Bundle:
                     checkpoint=block.checkpoint, leaves=leaves,
                 )
                 continue
-            if isinstance(record, BundleEntry):
+            if isinstance(item, tuple):
+                line = item[0]
                 raise ChainBroken(
-                    f"bundle line {record.line}: entry {record.index} lies outside every block",
-                    reason="bundle", line=record.line, index=record.index, height=None,
+                    f"bundle line {line}: an entry outside every block (or the block before it "
+                    "claims fewer entries)",
+                    reason="bundle", line=line, height=None,
                 )
-            if isinstance(record, BundleCheckpoint):
-                self.checkpoint = record
-            elif isinstance(record, BundleEnd):
-                self.end = record
+            if isinstance(item, BundleCheckpoint):
+                self.checkpoint = item
+            elif isinstance(item, BundleEnd):
+                self.end = item
             else:
                 raise ChainBroken(
-                    f"bundle line {record.line}: a {type(record).__name__} record out of place",
-                    reason="bundle", line=record.line, height=None,
+                    f"bundle line {item.line}: a {type(item).__name__} record out of place",
+                    reason="bundle", line=item.line, height=None,
                 )
-            record = next(self._records, None)
+            item = next(items, None)
+
+    @staticmethod
+    def _leaf(parsed: _Parsed) -> StoredLeaf:
+        if len(parsed) == 2:
+            line, detail = parsed
+            raise MalformedBundle(f"line {line}: {detail}", line=line)
+        line, index, entry_id, leaf_hash, leaf_data, used, result, verified = parsed
+        env: Envelope | LedgerError
+        if verified is None:
+            env = error_for_code(result[0], result[1])
+        else:
+            env = _unpack(result, leaf_data)
+        return StoredLeaf(
+            index, entry_id, leaf_hash, leaf_data,
+            parsed=(used, env),
+            verified=frozenset(verified) if verified is not None else None,
+        )
 
 
 def _trusted_checkpoint(note: str, verifier: NoteVerifier) -> Checkpoint:
@@ -339,7 +462,13 @@ def audit_bundle(
                 f"the state snapshot ends at tree size {cursor.frontier.size}, not at the trusted "
                 f"checkpoint ({trusted.tree_size}) with its root"
             )
-    pool = _SignaturePool(n_workers)
+    if cursor is None:
+        cursor = ChainCursor.start()
+    state_keys = cursor.state.records("key")
+
+    def keys() -> dict[str, bytes]:
+        return {kid: rec.public_key for kid, rec in state_keys.items() if rec is not None}
+
     bundle: _Bundle | None = None
     report: VerifyReport | None = None
     consistency_checked = False
@@ -352,7 +481,7 @@ def audit_bundle(
             bundle_from=bundle.header.from_index if bundle else None,
             blocks=bundle.blocks if bundle else 0,
             entries=bundle.entries if bundle else 0,
-            signatures=pool.checked,
+            signatures=report.signatures_checked if report else 0,
             tree_size=report.tree_size if report else None,
             root=report.root if report else None,
             checkpoint=bundle.checkpoint.checkpoint if bundle and bundle.checkpoint and failure is None else None,
@@ -370,7 +499,7 @@ def audit_bundle(
 
     try:
         try:
-            bundle = _Bundle(lines)
+            bundle = _Bundle(lines, workers=n_workers, keys=keys)
         except LedgerError as exc:
             return fail("bundle", exc.detail, code=exc.code, line=exc.facts.get("line"))
         header = bundle.header
@@ -378,9 +507,9 @@ def audit_bundle(
             return fail("origin", f"the bundle is of ledger {header.origin!r}, the verifier key is for {verifier.name!r}", line=1)
         if header.public_key != b64(verifier.public_key):
             return fail("ledger_key", "the bundle names another ledger key than the verifier key", line=1)
-        start_index = cursor.frontier.size if cursor else 0
+        start_index = cursor.frontier.size
         if header.from_index != start_index:
-            if cursor is None:
+            if state is None:
                 raise InvalidSnapshot(
                     f"the bundle starts at entry {header.from_index}: a partial bundle needs the "
                     "state snapshot (--state) of the audit that ended there"
@@ -412,9 +541,8 @@ def audit_bundle(
             report = verify_chain(
                 bundle.blocks_iter(),
                 ledger_key=verifier.public_key,
-                trusted_checkpoint=trusted_checkpoint if cursor is None else None,
+                trusted_checkpoint=trusted_checkpoint if state is None else None,
                 resume=cursor,
-                signatures=pool,
                 trust_below=0 if recheck_signatures or trusted is None else trusted.tree_size,
                 progress=progress,
             )
@@ -456,4 +584,5 @@ def audit_bundle(
             state_out = hashlib.sha256(snapshot).hexdigest()
         return result(None, state_out)
     finally:
-        pool.close()
+        if bundle is not None:
+            bundle.close()

@@ -54,6 +54,7 @@ __all__ = [
     "entry_line",
     "checkpoint_line",
     "end_line",
+    "read_record",
     "read_records",
     "last_complete_block",
 ]
@@ -260,6 +261,15 @@ def _record(obj: Any, line: int) -> Record:
     raise _bad(line, f"unknown record type {kind!r}")
 
 
+def read_record(raw: bytes, line: int) -> Record:
+    """Parse one line of a bundle. Raises MalformedBundle naming the line."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise _bad(line, f"not JSON ({exc.__class__.__name__})") from exc
+    return _record(obj, line)
+
+
 def read_records(lines: Iterable[bytes]) -> Iterator[Record]:
     """Parse a bundle line by line, lazily (bounded memory whatever its size).
 
@@ -276,11 +286,7 @@ def read_records(lines: Iterable[bytes]) -> Iterator[Record]:
             if raw.strip():
                 raise _bad(n, "data after the end record")
             continue
-        try:
-            obj = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise _bad(n, f"not JSON ({exc.__class__.__name__})") from exc
-        record = _record(obj, n)
+        record = read_record(raw, n)
         if n == 1 and not isinstance(record, BundleHeader):
             raise _bad(1, "a bundle starts with its 'bundle' header record")
         if n > 1 and isinstance(record, BundleHeader):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from .blocks import GENESIS_PREV, BlockHeader, verify_block_signature
 from .encoding import parse_time
@@ -28,13 +28,12 @@ from datetime import datetime
 
 from .merkle import Frontier, NodeId
 from .notes import Checkpoint, verifier_for, verify_checkpoint
-from .entries import Envelope, entry_message
+from .entries import Envelope
 from .rules import Position, apply_entry, signature_keys, verify_signatures
 from .state import KeyRecord, LedgerState, ParticipantRecord
 
 __all__ = [
     "ChainCursor",
-    "SignatureChecks",
     "StoredLeaf",
     "StoredBlock",
     "VerifyReport",
@@ -91,19 +90,6 @@ class ChainCursor:
         return cls(state=LedgerState(), frontier=Frontier(0, []))
 
 
-class SignatureChecks(Protocol):
-    """Somewhere else to do the Ed25519 work (the audit's worker processes).
-
-    ``defer`` takes the checks of one entry; a failure comes back later, as ``(index,
-    ChainBroken)`` from ``failures``, which blocks until every check deferred so far is
-    done when ``wait`` is true.
-    """
-
-    def defer(self, *, index: int, height: int, entry: str, checks: list[tuple[bytes, bytes, bytes]]) -> None: ...
-
-    def failures(self, *, wait: bool) -> list[ChainBroken]: ...
-
-
 @dataclass(frozen=True, slots=True)
 class StoredLeaf:
     """An entry as a store or an export presents it (none of it trusted)."""
@@ -112,6 +98,11 @@ class StoredLeaf:
     id: str
     leaf_hash: str
     leaf_data: bytes
+    # Work done ahead elsewhere (the audit's worker processes), used only if ``parsed[0]``
+    # is the origin the chain has by then: (origin used, the envelope or the error parsing
+    # raised), and the (key id, public key) pairs whose signatures on it verified.
+    parsed: tuple[str | None, Envelope | LedgerError] | None = None
+    verified: frozenset[tuple[str, bytes]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,10 +158,6 @@ def _trusted(note: str, *, origin: str, key: bytes) -> Checkpoint:
         ) from exc
 
 
-def _first_failure(failures: list[ChainBroken]) -> ChainBroken | None:
-    return min(failures, key=lambda e: e.facts.get("index") or 0, default=None)
-
-
 def verify_chain(
     blocks: Iterable[StoredBlock],
     *,
@@ -180,7 +167,6 @@ def verify_chain(
     trusted_checkpoint: str | None = None,
     state_check: StateCheck | None = None,
     resume: ChainCursor | None = None,
-    signatures: SignatureChecks | None = None,
     trust_below: int = 0,
 ) -> VerifyReport:
     """Verify a whole chain from block 0, or from ``resume``.
@@ -191,34 +177,19 @@ def verify_chain(
     ``state_check`` receives the replayed participants and keys at the end, to compare with a
     store's derived tables. ``progress`` receives the count of entries checked after each block.
     ``resume``: a cursor from an earlier run; ``blocks`` then start at its height.
-    ``signatures``: where to send the Ed25519 checks (else they run here, in order).
     ``trust_below``: entries below this index skip the Ed25519 work only, because a trusted
     checkpoint at that size already pins them (every hash, link and rule is still checked).
+    Leaves may come parsed and partly verified (StoredLeaf.parsed, .verified); every
+    signature not listed as verified is checked here.
     Raises ChainBroken (facts: reason, height, index, entry) at the first failure.
     """
     cur = resume if resume is not None else ChainCursor.start()
     if ledger_key is not None and cur.key is not None and cur.key != ledger_key:
         raise _broken("ledger_key", "the state snapshot is for a different ledger key than the one trusted", height=cur.height)
-    try:
-        report = _verify_blocks(
-            blocks, cur, ledger_key=ledger_key, node_check=node_check, progress=progress,
-            trusted_checkpoint=trusted_checkpoint, state_check=state_check,
-            signatures=signatures, trust_below=trust_below,
-        )
-    except ChainBroken as exc:
-        # A failure the workers found earlier in the log than this one is the first.
-        if signatures is not None:
-            earlier = _first_failure(
-                [f for f in signatures.failures(wait=True) if (f.facts.get("index") or 0) <= (exc.facts.get("index") or 2**63)]
-            )
-            if earlier is not None:
-                raise earlier from None
-        raise
-    if signatures is not None:
-        failure = _first_failure(signatures.failures(wait=True))
-        if failure is not None:
-            raise failure
-    return report
+    return _verify_blocks(
+        blocks, cur, ledger_key=ledger_key, node_check=node_check, progress=progress,
+        trusted_checkpoint=trusted_checkpoint, state_check=state_check, trust_below=trust_below,
+    )
 
 
 def _verify_blocks(
@@ -230,7 +201,6 @@ def _verify_blocks(
     progress: Callable[[int], None] | None,
     trusted_checkpoint: str | None,
     state_check: StateCheck | None,
-    signatures: SignatureChecks | None,
     trust_below: int,
 ) -> VerifyReport:
     state, frontier = cur.state, cur.frontier
@@ -283,7 +253,13 @@ def _verify_blocks(
             if leaf.index != index:
                 raise _broken("index", f"entry at position {leaf.index}, expected {index}", height=h, index=index, entry=leaf.id)
             try:
-                env = envelope_from_leaf(leaf.leaf_data, origin=origin or None)
+                if leaf.parsed is not None and leaf.parsed[0] == (origin or None):
+                    parsed = leaf.parsed[1]
+                    if isinstance(parsed, LedgerError):
+                        raise parsed
+                    env = parsed
+                else:
+                    env = envelope_from_leaf(leaf.leaf_data, origin=origin or None)
             except LedgerError as exc:
                 raise _broken("leaf_data", f"leaf data is not a valid entry ({exc.code}: {exc.detail})", cause=exc.code, height=h, index=index, entry=leaf.id) from exc
             if env.leaf_data != leaf.leaf_data:
@@ -301,12 +277,11 @@ def _verify_blocks(
                         height=h, index=index, entry=leaf.id,
                     ) from exc
                 raise _broken("entry_id", f"stored id is not the hash of the payload ({env.id})", height=h, index=index, entry=leaf.id)
-            verified = None
-            if signatures is not None or index < trust_below:
-                verified = _defer(state, env, index=index, height=h, signatures=signatures, trusted=index < trust_below)
-                checked += verified is not None and index >= trust_below
+            if index < trust_below:
+                verified = _pinned_keys(state, env)
             else:
-                checked += 1
+                verified = leaf.verified
+                checked += len(env.signatures)
             try:
                 apply_entry(state, env, Position(index, h, block_time), verified=verified)
             except SignatureRejected as exc:
@@ -356,10 +331,6 @@ def _verify_blocks(
         checkpoint = block.checkpoint
         cur.prev_hash, cur.prev_time = block.hash, block_time
         cur.height += 1
-        if signatures is not None:
-            failure = _first_failure(signatures.failures(wait=False))
-            if failure is not None:
-                raise failure
         if progress is not None:
             progress(cur.entries)
     if cur.height == 0:
@@ -389,29 +360,10 @@ def _verify_blocks(
     )
 
 
-def _defer(
-    state: LedgerState,
-    env: Envelope,
-    *,
-    index: int,
-    height: int,
-    signatures: SignatureChecks | None,
-    trusted: bool,
-) -> frozenset[tuple[str, bytes]] | None:
-    """Resolve each signature's key and hand the Ed25519 work to ``signatures`` (or skip it
-    for a trusted entry); returns the keys :func:`apply_entry` may then take as verified.
-    None when a key does not resolve: apply_entry then refuses the entry as the log requires.
-    """
+def _pinned_keys(state: LedgerState, env: Envelope) -> frozenset[tuple[str, bytes]] | None:
+    """The keys of ``env``'s signatures, taken as verified because a trusted checkpoint pins
+    the entry; None when a key does not resolve (apply_entry then refuses the entry)."""
     try:
-        resolved = signature_keys(state, env)
+        return frozenset((sig.key_id, raw) for sig, raw in signature_keys(state, env))
     except LedgerError:
         return None
-    if not trusted and signatures is not None:
-        message = entry_message(env.id_raw)
-        signatures.defer(
-            index=index,
-            height=height,
-            entry=env.id,
-            checks=[(raw, message, sig.sig) for sig, raw in resolved],
-        )
-    return frozenset((sig.key_id, raw) for sig, raw in resolved)
