@@ -85,6 +85,8 @@ __all__ = [
     "InvalidNoteSignature",
     "NoTrustedSignature",
     "OriginMismatch",
+    "SplitView",
+    "Rollback",
     # local configuration
     "ConfigurationError",
     "UnsafeKeyFile",
@@ -483,6 +485,20 @@ class NoTrustedSignature(IntegrityFailure):
 class OriginMismatch(IntegrityFailure):
     code = "origin_mismatch"
     title = "Checkpoint is for another log"
+
+
+class SplitView(IntegrityFailure):
+    """Two checkpoints signed by the ledger key describe histories that cannot both be true."""
+
+    code = "split_view"
+    title = "Two signed checkpoints show different histories"
+
+
+class Rollback(IntegrityFailure):
+    """A checkpoint signed by the ledger key is smaller than one already verified."""
+
+    code = "rollback"
+    title = "Signed checkpoint is older than one already seen"
 
 
 # --- local configuration (CLI and start-up; never caused by a request) -------------------
