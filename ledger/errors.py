@@ -85,6 +85,8 @@ __all__ = [
     "InvalidNoteSignature",
     "NoTrustedSignature",
     "OriginMismatch",
+    "WrongTreeSize",
+    "WrongSubject",
     # local configuration
     "ConfigurationError",
     "UnsafeKeyFile",
@@ -482,6 +484,20 @@ class NoTrustedSignature(IntegrityFailure):
 class OriginMismatch(IntegrityFailure):
     code = "origin_mismatch"
     title = "Checkpoint is for another log"
+
+
+class WrongTreeSize(InvalidProof):
+    """An inclusion proof presented with a checkpoint of a tree size it was not made for."""
+
+    code = "wrong_tree_size"
+    title = "Proof made for another tree size"
+
+
+class WrongSubject(IntegrityFailure):
+    """Evidence that verifies, but about another entry or lot than the one asked for."""
+
+    code = "wrong_subject"
+    title = "Evidence is about something else"
 
 
 # --- local configuration (CLI and start-up; never caused by a request) -------------------
