@@ -87,6 +87,8 @@ __all__ = [
     "OriginMismatch",
     "SplitView",
     "Rollback",
+    "WrongTreeSize",
+    "WrongSubject",
     # local configuration
     "ConfigurationError",
     "UnsafeKeyFile",
@@ -499,6 +501,20 @@ class Rollback(IntegrityFailure):
 
     code = "rollback"
     title = "Signed checkpoint is older than one already seen"
+
+
+class WrongTreeSize(InvalidProof):
+    """An inclusion proof presented with a checkpoint of a tree size it was not made for."""
+
+    code = "wrong_tree_size"
+    title = "Proof made for another tree size"
+
+
+class WrongSubject(IntegrityFailure):
+    """Evidence that verifies, but about another entry or lot than the one asked for."""
+
+    code = "wrong_subject"
+    title = "Evidence is about something else"
 
 
 # --- local configuration (CLI and start-up; never caused by a request) -------------------

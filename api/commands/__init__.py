@@ -7,5 +7,5 @@ modules: ``api.cli.Ctx``, ``api.cli.fail``, ``api.cli.EXIT_INVALID`` and ``EXIT_
 """
 
 from __future__ import annotations
-from . import audit  # noqa: F401
-from . import monitor  # noqa: F401
+
+from . import audit, evidence, monitor  # noqa: F401
