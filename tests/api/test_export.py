@@ -208,6 +208,7 @@ def test_since_adds_a_consistency_record_that_verifies(client: FlaskClient, ledg
     assert isinstance(final, BundleCheckpoint)
     new = verify_checkpoint(final.checkpoint, verifier=verifier, origin=ORIGIN)
     assert (consistency.from_size, consistency.to_size, new.tree_size) == (13, 19, 19)
+    assert consistency.checkpoint == final.checkpoint
     proof = [bytes.fromhex(h) for h in consistency.hashes]
     verify_consistency(old_size=13, new_size=19, proof=proof, old_root=trusted.root, new_root=new.root)
     # The proof ties the two roots: any other trusted root is refused.

@@ -97,6 +97,13 @@ def _fresh(demo: Demo, tmp_path: Path, *args: str, remote: bool, name: str = "fr
     return out
 
 
+def _audits_clean(demo: Demo, path: Path) -> None:
+    """The offline audit (`filiera audit`) accepts the file against the ledger's verifier key."""
+    vkey = json.loads(demo.get("/v1/ledger"))["verifier_key"]
+    result = run(["audit", str(path), "--verifier-key", vkey, "--workers", "0", "--json"])
+    assert result.exit_code == 0, result.output
+
+
 def _nothing_written(out: Path) -> None:
     assert not out.exists() and not out.with_name(out.name + ".partial").exists()
 
@@ -108,6 +115,7 @@ def test_local_and_http_exports_are_equal_apart_from_created(demo: Demo, tmp_pat
     remote = _fresh(demo, tmp_path, remote=True, name="remote.ndjson")
     assert _without_created(local) == _without_created(remote)
     assert local.read_bytes() != remote.read_bytes()  # only `created` differs, and it does
+    _audits_clean(demo, remote)
 
     # The bundle is the ledger: every entry once and in order under its block, leaf hashes
     # recomputed, and the final checkpoint the one the server publishes, signed by its key.
@@ -209,6 +217,7 @@ def test_resume_completes_a_cut_export_equal_to_a_fresh_one(demo: Demo, tmp_path
     assert result.exit_code == 0, result.output
     assert _without_created(out) == _without_created(fresh)
     assert not partial.exists()
+    _audits_clean(demo, out)
     summary = json.loads(result.stdout)
     end = _records(fresh)[-1]
     assert isinstance(end, BundleEnd)
