@@ -310,7 +310,7 @@ def last_complete_block(lines: Iterable[bytes]) -> tuple[int, int, int] | None:
             break  # a line cut short in transit
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             break
         kind = obj.get("type") if isinstance(obj, dict) else None
         if kind == "block":

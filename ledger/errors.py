@@ -40,6 +40,7 @@ __all__ = [
     "InvalidSignatureEncoding",
     "InvalidProofRequest",
     "InvalidPage",
+    "InvalidExportRange",
     "PersonalData",
     "MalformedNote",
     "MalformedProof",
@@ -52,6 +53,7 @@ __all__ = [
     "RoleNotAllowed",
     "QuorumNotMet",
     "MissingSignature",
+    "AuditorsOnly",
     # not found
     "EntryNotFound",
     "BlockNotFound",
@@ -271,6 +273,11 @@ class InvalidPage(MalformedInput):
     title = "Invalid paging parameters"
 
 
+class InvalidExportRange(MalformedInput):
+    code = "invalid_export_range"
+    title = "Export range out of range"
+
+
 class PersonalData(MalformedInput):
     code = "personal_data"
     title = "Personal data refused"
@@ -339,6 +346,13 @@ class QuorumNotMet(Forbidden):
 class MissingSignature(Forbidden):
     code = "missing_signature"
     title = "A required signature is missing"
+
+
+class AuditorsOnly(Forbidden):
+    """A read that shows every entry of the log (the export) to someone who may not see them all."""
+
+    code = "auditors_only"
+    title = "Only auditors and admins may do this"
 
 
 # --- not found ---------------------------------------------------------------------------
