@@ -20,6 +20,7 @@ snapshot from that earlier audit, a partial bundle holding only the new blocks i
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import threading
@@ -169,7 +170,8 @@ def _parse_chunk(origin: str, keys: dict[str, bytes], items: list[tuple[int, byt
 class AuditFailure:
     reason: str
     detail: str
-    code: str
+    code: str  # chain_broken, or the code of a damaged bundle
+    cause: str | None = None  # the rule's or signature's own code, as `filiera verify --json`
     height: int | None = None
     index: int | None = None
     entry: str | None = None
@@ -177,9 +179,9 @@ class AuditFailure:
     facts: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.facts.items() if k not in ("reason", "height", "index", "entry", "line")}
+        out = {k: v for k, v in self.facts.items() if k not in ("reason", "height", "index", "entry", "line", "cause")}
         out.update(
-            reason=self.reason, code=self.code, detail=self.detail,
+            reason=self.reason, code=self.code, cause=self.cause, detail=self.detail,
             height=self.height, index=self.index, entry=self.entry, line=self.line,
         )
         return out
@@ -286,6 +288,14 @@ class _Bundle:
         self.end: BundleEnd | None = None
         self.blocks = 0
         self.entries = 0
+        # A consistency record comes second: read it now, so that a fork fails before any
+        # entry is read.
+        self._peeked = next(self._lines, None)
+        if self._peeked is not None and not self._peeked[1].startswith(_ENTRY_PREFIX):
+            record = read_record(self._peeked[1], self._peeked[0])
+            if isinstance(record, BundleConsistency):
+                self.consistency = record
+                self._peeked = None
 
     def close(self) -> None:
         if self._pool is not None:
@@ -318,7 +328,7 @@ class _Bundle:
                 done.extend(task.result() if isinstance(task, Future) else task)
             return done.popleft()
 
-        for line, raw in self._lines:
+        for line, raw in itertools.chain([self._peeked] if self._peeked else [], self._lines):
             if len(raw) > MAX_LINE:
                 raise MalformedBundle(f"line {line}: longer than {MAX_LINE} bytes", line=line)
             if ended:
@@ -356,9 +366,6 @@ class _Bundle:
     def blocks_iter(self) -> Iterator[StoredBlock]:
         items = self._items()
         item = next(items, None)
-        if isinstance(item, BundleConsistency):
-            self.consistency = item
-            item = next(items, None)
         while item is not None:
             if isinstance(item, BundleBlock):
                 block = item
@@ -549,9 +556,9 @@ def audit_bundle(
         except ChainBroken as exc:
             f = exc.facts
             return fail(
-                str(f.get("reason", "chain")), exc.detail, code=str(f.get("cause", exc.code)),
+                str(f.get("reason", "chain")), exc.detail, code=exc.code, cause=f.get("cause"),
                 height=f.get("height"), index=f.get("index"), entry=f.get("entry"), line=f.get("line"),
-                facts={k: v for k, v in f.items() if k not in ("cause",)},
+                facts=dict(f),
             )
         except LedgerError as exc:
             return fail("bundle", exc.detail, code=exc.code, line=exc.facts.get("line"))
