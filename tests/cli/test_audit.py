@@ -230,3 +230,20 @@ def test_t13_an_entry_signed_after_its_keys_revocation(tmp_path: Path) -> None:
     assert (failure["code"], failure["reason"], failure["cause"], failure["height"], failure["index"]) == (
         case["code"], case["reason"], case["cause"], case["height"], case["index"]
     )
+
+
+def test_the_auditing_guide_names_real_commands_options_and_every_reason() -> None:
+    from ledger.audit import AUDIT_REASONS
+    from ledger.verify import REASONS
+
+    from ..docs.test_docs import _check_invocation, _command_lines
+
+    doc = Path(__file__).parents[2] / "docs" / "auditing.md"
+    invocations = _command_lines(doc)
+    assert {_check_invocation(args) for args in invocations} >= {"export", "audit", "verify"}
+    options = {word for args in invocations if "audit" in args for word in args if word.startswith("--")}
+    assert {"--verifier-key", "--trusted-checkpoint", "--state", "--state-sha256", "--save-state", "--save-checkpoint", "--report", "--json"} <= options
+    text = doc.read_text(encoding="utf-8")
+    reasons = (REASONS | AUDIT_REASONS) - {"unsealed_entry", "projection", "storage", "trusted_checkpoint", "merkle_node"}
+    missing = [r for r in sorted(reasons) if f"`{r}`" not in text]
+    assert not missing, missing
