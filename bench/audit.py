@@ -72,9 +72,8 @@ def _prepare(lots: int, cache: Path, log: Any) -> tuple[Path, str]:
     env.pop("FILIERA_DATABASE_URL", None)
     if not bundle.exists():
         data.mkdir(parents=True, exist_ok=True)
-        if not (data / "ledger.db").exists():
-            log(f"audit: building the demo ledger of {lots:,} lots once (cached in {data})")
-            subprocess.run([FILIERA, "demo", "--lots", str(lots), "--if-missing"], env=env, check=True, stdout=subprocess.DEVNULL)
+        log(f"audit: building the demo ledger of {lots:,} lots once (cached in {data})")
+        subprocess.run([FILIERA, "demo", "--lots", str(lots), "--if-missing"], env=env, check=True, stdout=subprocess.DEVNULL)
         log("audit: exporting it")
         subprocess.run([FILIERA, "export", "--out", str(bundle), "--force"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(bundle, "rb") as f:

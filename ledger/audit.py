@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from typing import Any
+from typing import IO, Any
 
 from .bundle import (
     MAX_LINE,
@@ -51,6 +51,7 @@ from .merkle import verify_consistency
 from .notes import Checkpoint, NoteVerifier, verify_checkpoint
 from .payloads import EntryType
 from .snapshot import dump_snapshot, load_snapshot
+from .spill import DEFAULT_BUDGET, SpillSource
 from .verify import ChainCursor, StoredBlock, StoredLeaf, VerifyReport, verify_chain
 
 __all__ = ["AuditFailure", "AuditReport", "audit_bundle", "AUDIT_REASONS"]
@@ -59,7 +60,7 @@ __all__ = ["AuditFailure", "AuditReport", "audit_bundle", "AUDIT_REASONS"]
 AUDIT_REASONS = frozenset({"bundle", "incomplete_bundle", "consistency"})
 
 _CHUNK = 256  # entry lines per task sent to a worker
-_AHEAD = 64  # tasks read ahead of the replay: bounds memory, keeps every worker busy
+_AHEAD_PER_WORKER = 4  # tasks read ahead per worker: keeps each busy, bounds the memory they hold
 
 _ENTRY_PREFIX = b'{"type":"entry",'
 
@@ -356,7 +357,7 @@ class _Bundle:
                     tasks.append(self._submit(batch))
                     batch = []
                 order.append(record)
-            while len(tasks) > _AHEAD:
+            while len(tasks) > self._workers * _AHEAD_PER_WORKER:
                 yield pop()
         if batch:
             tasks.append(self._submit(batch))
@@ -436,30 +437,63 @@ def audit_bundle(
     *,
     verifier: NoteVerifier,
     trusted_checkpoint: str | None = None,
-    state: bytes | None = None,
-    save_state: Callable[[bytes], None] | None = None,
+    state: Iterable[bytes] | None = None,
+    state_sha256: str | None = None,
+    save_state: IO[bytes] | None = None,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     recheck_signatures: bool = False,
+    memory_budget: int = DEFAULT_BUDGET,
+    scratch_dir: str | None = None,
 ) -> AuditReport:
     """Audit a bundle read from ``lines``. Never trusts the bundle; trusts ``verifier``.
 
     ``trusted_checkpoint``: a signed checkpoint from an earlier audit; the bundle must extend
-    it. ``state``: a snapshot saved by that audit (required for a bundle that does not start
-    at entry 0). ``save_state`` receives the new snapshot after a clean audit. ``workers``:
-    processes for the Ed25519 work (default: every core; 0 checks in this process).
-    ``recheck_signatures``: check signatures below the trusted size too.
+    it. ``state``: the lines of a snapshot saved by that audit (required for a bundle that does
+    not start at entry 0), refused unless its SHA-256 is ``state_sha256`` when that is given.
+    ``save_state``: where to write the new snapshot after a clean audit. ``workers``: processes
+    that parse entries and check signatures ahead of the replay (default: every core; 0: none).
+    ``recheck_signatures``: check signatures below the trusted size too. ``memory_budget``:
+    records held in memory before the replayed state spills to a scratch file in
+    ``scratch_dir`` (ledger.spill).
     Returns a report whose ``failure`` names the first failure; raises only for unusable
     inputs of the auditor's own (InvalidSnapshot, MalformedNote).
     """
     started = time.perf_counter()
     n_workers = (os.cpu_count() or 1) if workers is None else workers
     trusted = _trusted_checkpoint(trusted_checkpoint, verifier) if trusted_checkpoint else None
-    cursor: ChainCursor | None = None
+    spill = SpillSource(scratch_dir, budget=memory_budget)
+    try:
+        return _audit(
+            lines, verifier=verifier, trusted=trusted, trusted_checkpoint=trusted_checkpoint,
+            state=state, state_sha256=state_sha256, save_state=save_state, workers=n_workers,
+            progress=progress, recheck_signatures=recheck_signatures, spill=spill, started=started,
+        )
+    finally:
+        spill.close()
+
+
+def _audit(
+    lines: Iterable[bytes],
+    *,
+    verifier: NoteVerifier,
+    trusted: Checkpoint | None,
+    trusted_checkpoint: str | None,
+    state: Iterable[bytes] | None,
+    state_sha256: str | None,
+    save_state: IO[bytes] | None,
+    workers: int,
+    progress: Callable[[int], None] | None,
+    recheck_signatures: bool,
+    spill: SpillSource,
+    started: float,
+) -> AuditReport:
+    n_workers = workers
     state_in = None
     if state is not None:
-        state_in = hashlib.sha256(state).hexdigest()
-        cursor = load_snapshot(state)
+        cursor, state_in = load_snapshot(state, spill)
+        if state_sha256 is not None and state_in != state_sha256.lower():
+            raise InvalidSnapshot(f"the state snapshot's SHA-256 is {state_in}, not {state_sha256}")
         if cursor.origin != verifier.name or cursor.key != verifier.public_key:
             raise InvalidSnapshot("the state snapshot belongs to another ledger or ledger key")
         if trusted is not None and (
@@ -469,8 +503,9 @@ def audit_bundle(
                 f"the state snapshot ends at tree size {cursor.frontier.size}, not at the trusted "
                 f"checkpoint ({trusted.tree_size}) with its root"
             )
-    if cursor is None:
+    else:
         cursor = ChainCursor.start()
+        cursor.state.source = spill
     state_keys = cursor.state.records("key")
 
     def keys() -> dict[str, bytes]:
@@ -552,6 +587,7 @@ def audit_bundle(
                 resume=cursor,
                 trust_below=0 if recheck_signatures or trusted is None else trusted.tree_size,
                 progress=progress,
+                after_block=lambda cur: spill.maybe_absorb(cur.state),
             )
         except ChainBroken as exc:
             f = exc.facts
@@ -586,9 +622,7 @@ def audit_bundle(
             )
         state_out = None
         if save_state is not None and report.cursor is not None:
-            snapshot = dump_snapshot(report.cursor)
-            save_state(snapshot)
-            state_out = hashlib.sha256(snapshot).hexdigest()
+            state_out = dump_snapshot(report.cursor, spill, save_state)
         return result(None, state_out)
     finally:
         if bundle is not None:

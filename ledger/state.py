@@ -247,6 +247,9 @@ class LedgerState:
     _nonces: dict[bytes, str | None] = field(default_factory=dict)
     _entries: dict[bytes, bool] = field(default_factory=dict)
     _policy_loaded: bool = False
+    # Nonces and entry ids put since the last eviction (what a spilling source must write).
+    _fresh_nonces: list[bytes] = field(default_factory=list)
+    _fresh_entries: list[bytes] = field(default_factory=list)
 
     # --- reads ------------------------------------------------------------------------
 
@@ -346,10 +349,38 @@ class LedgerState:
         self.put("key", rec)
 
     def put_nonce(self, author: str, nonce: str, entry_id: str) -> None:
-        self._nonces[_digest(f"{author}\x00{nonce}")] = entry_id
+        k = _digest(f"{author}\x00{nonce}")
+        self._nonces[k] = entry_id
+        self._fresh_nonces.append(k)
 
     def put_entry(self, entry_id: str) -> None:
-        self._entries[_digest(entry_id)] = True
+        k = _digest(entry_id)
+        self._entries[k] = True
+        self._fresh_entries.append(k)
+
+    # --- spilling to a source (the audit of a long log) -------------------------------------
+
+    def fresh_used(self) -> tuple[list[tuple[bytes, str]], list[bytes]]:
+        """(nonce digest, entry id) pairs and entry-id digests put since the last eviction."""
+        return [(k, self._nonces[k] or "") for k in self._fresh_nonces], list(self._fresh_entries)
+
+    def evict(self, keep: Iterable[str] = ("participant", "key")) -> None:
+        """Forget what is in memory, except the kinds in ``keep``; the source must hold it all
+        by now (write :meth:`changed` and :meth:`fresh_used` first). Reads load it back."""
+        kept = set(keep)
+        for kind in self._records:
+            if kind not in kept:
+                self._records[kind] = {}
+                self._absent[kind] = set()
+            self._dirty[kind] = set()
+        self._nonces = {}
+        self._entries = {}
+        self._fresh_nonces = []
+        self._fresh_entries = []
+
+    def in_memory(self) -> int:
+        """How many records, nonces and entry ids are held in memory."""
+        return sum(len(r) for r in self._records.values()) + len(self._nonces) + len(self._entries)
 
     # --- snapshots (ledger.snapshot) ------------------------------------------------------
 
@@ -357,26 +388,9 @@ class LedgerState:
         """Every record of ``kind`` held in memory, by key (None: known not to exist)."""
         return self._records[kind]
 
-    def used_nonces(self) -> tuple[bytes, list[str | None]]:
-        """The digests of every (author, nonce) used, concatenated, and the entry of each."""
-        keys = sorted(k for k, v in self._nonces.items() if v is not None)
-        return b"".join(keys), [self._nonces[k] for k in keys]
-
-    def used_entries(self) -> bytes:
-        return b"".join(sorted(k for k, v in self._entries.items() if v))
-
     def restore(self, kind: str, rec: Any) -> None:
         """Put a record back from a snapshot: as it was, not as a change to flush."""
         self._records[kind][rec.ident] = rec
-
-    def restore_used(self, nonces: bytes, nonce_entries: Sequence[str | None], entries: bytes) -> None:
-        size = len(nonces) // 16
-        if len(nonces) != 16 * size or len(nonce_entries) != size or len(entries) % 16:
-            raise ValueError("nonce and entry digests are 16 bytes each, one entry per nonce")
-        for i in range(size):
-            self._nonces[nonces[16 * i : 16 * i + 16]] = nonce_entries[i]
-        for i in range(0, len(entries), 16):
-            self._entries[entries[i : i + 16]] = True
 
     # --- what changed, for flushing -----------------------------------------------------
 

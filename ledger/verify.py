@@ -168,6 +168,7 @@ def verify_chain(
     state_check: StateCheck | None = None,
     resume: ChainCursor | None = None,
     trust_below: int = 0,
+    after_block: Callable[[ChainCursor], None] | None = None,
 ) -> VerifyReport:
     """Verify a whole chain from block 0, or from ``resume``.
 
@@ -179,6 +180,7 @@ def verify_chain(
     ``resume``: a cursor from an earlier run; ``blocks`` then start at its height.
     ``trust_below``: entries below this index skip the Ed25519 work only, because a trusted
     checkpoint at that size already pins them (every hash, link and rule is still checked).
+    ``after_block`` is called with the cursor after each verified block.
     Leaves may come parsed and partly verified (StoredLeaf.parsed, .verified); every
     signature not listed as verified is checked here.
     Raises ChainBroken (facts: reason, height, index, entry) at the first failure.
@@ -189,6 +191,7 @@ def verify_chain(
     return _verify_blocks(
         blocks, cur, ledger_key=ledger_key, node_check=node_check, progress=progress,
         trusted_checkpoint=trusted_checkpoint, state_check=state_check, trust_below=trust_below,
+        after_block=after_block,
     )
 
 
@@ -202,6 +205,7 @@ def _verify_blocks(
     trusted_checkpoint: str | None,
     state_check: StateCheck | None,
     trust_below: int,
+    after_block: Callable[[ChainCursor], None] | None,
 ) -> VerifyReport:
     state, frontier = cur.state, cur.frontier
     key = cur.key if cur.key is not None else ledger_key
@@ -331,6 +335,8 @@ def _verify_blocks(
         checkpoint = block.checkpoint
         cur.prev_hash, cur.prev_time = block.hash, block_time
         cur.height += 1
+        if after_block is not None:
+            after_block(cur)
         if progress is not None:
             progress(cur.entries)
     if cur.height == 0:

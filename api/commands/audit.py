@@ -6,17 +6,20 @@ band (a contract annex, the ledger's published keys), never from the bundle itse
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
+import secrets
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 
 import click
 
 from ledger.audit import audit_bundle
-from ledger.errors import ConfigurationError, InvalidSnapshot, LedgerError
+from ledger.errors import ConfigurationError, LedgerError
 from ledger.notes import NoteVerifier
 
 from ..cli import EXIT_INVALID, EXIT_USAGE, cli, fail, read_trusted_checkpoint, write_atomic
@@ -34,6 +37,11 @@ def _verifier(text: str) -> NoteVerifier:
     return NoteVerifier.parse(candidate)
 
 
+class _NoBar:
+    def update(self, _n: int) -> None:
+        pass
+
+
 def _open(path: Path) -> IO[bytes]:
     if str(path) == "-":
         return sys.stdin.buffer
@@ -46,10 +54,6 @@ def _open(path: Path) -> IO[bytes]:
         return f
     except OSError as exc:
         raise ConfigurationError(f"cannot read the bundle {path}: {exc.strerror}") from exc
-
-
-def _lines(f: IO[bytes]) -> Iterator[bytes]:
-    yield from f
 
 
 @cli.command()
@@ -96,67 +100,73 @@ def audit(
     try:
         verifier = _verifier(verifier_key)
         checkpoint = read_trusted_checkpoint(trusted_checkpoint) if trusted_checkpoint else None
-        state = None
-        if state_file is not None:
-            state = state_file.read_bytes()
-            import hashlib
-
-            if state_sha256 and hashlib.sha256(state).hexdigest() != state_sha256.lower():
-                raise InvalidSnapshot(f"{state_file} is not the snapshot with SHA-256 {state_sha256}")
+        state = open(state_file, "rb") if state_file is not None else None
         source = _open(bundle)
+        size = bundle.stat().st_size if str(bundle) != "-" and bundle.is_file() else 0
     except OSError as exc:
         usage(ConfigurationError(f"cannot read {exc.filename}: {exc.strerror}"))
     except LedgerError as exc:
         usage(exc)
 
-    saved: list[bytes] = []
+    tmp_state = None
     try:
-        with source, click.progressbar(length=0, label="auditing", file=sys.stderr, show_pos=True) as bar:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(source)
+            if state is not None:
+                stack.enter_context(state)
+            out = None
+            if save_state is not None:
+                tmp_state = save_state.with_name(f".{save_state.name}.{secrets.token_hex(6)}.tmp")
+                out = stack.enter_context(open(os.open(tmp_state, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"))
+            # Progress by bytes read; not drawn for stdin or gzip, whose length is unknown.
+            bar: Any = (
+                stack.enter_context(click.progressbar(length=size, label="auditing", file=sys.stderr))
+                if size and not isinstance(source, gzip.GzipFile)
+                else _NoBar()
+            )
+            read = [0]
+
+            def lines() -> Iterator[bytes]:
+                for raw in source:
+                    read[0] += len(raw)
+                    yield raw
+
             last = [0]
 
-            def progress(n: int) -> None:
-                bar.update(n - last[0])
-                last[0] = n
+            def progress(_entries: int) -> None:
+                bar.update(read[0] - last[0])
+                last[0] = read[0]
 
             report = audit_bundle(
-                _lines(source),
+                lines(),
                 verifier=verifier,
                 trusted_checkpoint=checkpoint,
                 state=state,
-                save_state=saved.append if save_state else None,
+                state_sha256=state_sha256,
+                save_state=out,
                 workers=workers,
                 progress=progress,
                 recheck_signatures=recheck_signatures,
             )
-    except LedgerError as exc:
-        usage(exc)
-    except OSError as exc:
-        usage(ConfigurationError(f"cannot read the bundle: {exc}"))
-    try:
-        if report.ok and save_state is not None and saved:
-            write_atomic_bytes(save_state, saved[0])
+            if out is not None:
+                out.flush()
+                os.fsync(out.fileno())
+        if tmp_state is not None and save_state is not None:
+            if report.ok and report.state_out:
+                os.replace(tmp_state, save_state)
+            tmp_state.unlink(missing_ok=True)
         if report.ok and save_checkpoint is not None and report.checkpoint is not None:
             write_atomic(save_checkpoint, report.checkpoint)
         if report_file is not None:
             write_atomic(report_file, json.dumps(report.to_json(), indent=2) + "\n")
     except LedgerError as exc:
+        if tmp_state is not None:
+            tmp_state.unlink(missing_ok=True)
         usage(exc)
+    except OSError as exc:
+        if tmp_state is not None:
+            tmp_state.unlink(missing_ok=True)
+        usage(ConfigurationError(f"cannot read or write a file: {exc}"))
     click.echo(json.dumps(report.to_json()) if as_json else report.to_text(), nl=as_json)
     sys.exit(0 if report.ok else EXIT_INVALID)
 
-
-def write_atomic_bytes(path: Path, data: bytes) -> None:
-    import os
-    import secrets
-
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ConfigurationError(f"cannot write {path}: {exc.strerror}", path=str(path)) from exc

@@ -247,3 +247,28 @@ def test_the_auditing_guide_names_real_commands_options_and_every_reason() -> No
     reasons = (REASONS | AUDIT_REASONS) - {"unsealed_entry", "projection", "storage", "trusted_checkpoint", "merkle_node"}
     missing = [r for r in sorted(reasons) if f"`{r}`" not in text]
     assert not missing, missing
+
+
+def test_a_state_spilled_to_scratch_files_gives_the_same_audit(ledger: Ledger, tmp_path: Path) -> None:
+    """A budget far below the ledger's size makes the replay spill after every block: the
+    verdict, the figures and the saved snapshot are the same as with everything in memory."""
+    from ledger.audit import audit_bundle
+    from ledger.notes import NoteVerifier
+
+    verifier = NoteVerifier.parse(ledger.vkey)
+    outcomes = []
+    for budget in (20, 10**9):
+        snapshot = tmp_path / f"state-{budget}"
+        with open(ledger.bundle, "rb") as lines, open(snapshot, "wb") as out:
+            report = audit_bundle(lines, verifier=verifier, workers=0, memory_budget=budget, save_state=out, scratch_dir=str(tmp_path))
+        assert report.ok
+        outcomes.append((report.entries, report.signatures, report.root, report.state_out, snapshot.read_bytes()))
+    assert outcomes[0] == outcomes[1]
+    assert not list(tmp_path.glob("filiera-audit-*.sqlite")), "scratch files are removed"
+
+    # And a spilled run catches the same rule failure as the T13 fixture shows.
+    expected = json.loads((FIXTURES / "expected.json").read_text())
+    case = next(f for f in expected["fixtures"] if f["name"] == "revoked-key")["ledger"]
+    with open(FIXTURES / case["bundle"], "rb") as lines:
+        report = audit_bundle(lines, verifier=NoteVerifier.parse((FIXTURES / "verifier.vkey").read_text().strip()), workers=0, memory_budget=1)
+    assert report.failure is not None and (report.failure.cause, report.failure.index) == (case["cause"], case["index"])
