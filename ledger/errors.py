@@ -44,6 +44,7 @@ __all__ = [
     "MalformedNote",
     "MalformedProof",
     "MalformedBundle",
+    "MalformedCertificate",
     # authentication / authorisation of signatures
     "InvalidSignature",
     "UnknownKey",
@@ -56,6 +57,7 @@ __all__ = [
     "EntryNotFound",
     "BlockNotFound",
     "ParticipantNotFound",
+    "LotNotFound",
     "RouteNotFound",
     "MethodNotAllowed",
     # conflicts
@@ -85,6 +87,7 @@ __all__ = [
     "InvalidNoteSignature",
     "NoTrustedSignature",
     "OriginMismatch",
+    "InvalidCertificate",
     # local configuration
     "ConfigurationError",
     "UnsafeKeyFile",
@@ -286,6 +289,11 @@ class MalformedBundle(MalformedInput):
     title = "Malformed audit bundle"
 
 
+class MalformedCertificate(MalformedInput):
+    code = "malformed_certificate"
+    title = "Malformed origin certificate"
+
+
 # --- signatures and authorisation ------------------------------------------------------
 
 
@@ -352,6 +360,11 @@ class BlockNotFound(NotFound):
 class ParticipantNotFound(NotFound):
     code = "participant_not_found"
     title = "Participant not found"
+
+
+class LotNotFound(NotFound):
+    code = "lot_not_found"
+    title = "Lot not found"
 
 
 class RouteNotFound(NotFound):
@@ -482,6 +495,13 @@ class NoTrustedSignature(IntegrityFailure):
 class OriginMismatch(IntegrityFailure):
     code = "origin_mismatch"
     title = "Checkpoint is for another log"
+
+
+class InvalidCertificate(IntegrityFailure):
+    """An origin certificate that does not verify; ``reason`` says which part failed."""
+
+    code = "invalid_certificate"
+    title = "Origin certificate does not verify"
 
 
 # --- local configuration (CLI and start-up; never caused by a request) -------------------

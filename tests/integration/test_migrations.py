@@ -29,7 +29,7 @@ from .conftest import check_chain
 COMPARE_OPTS = {"compare_type": True, "compare_server_default": True}
 LEDGER_TABLES = {
     "entries", "blocks", "merkle_nodes", "pending", "participants", "participant_keys",
-    "lots", "lot_lineage", "handoffs", "contracts", "payments", "attestations", "entry_parties", "request_nonces",
+    "lots", "lot_lineage", "lot_handoffs", "handoffs", "contracts", "payments", "attestations", "entry_parties", "request_nonces",
 }
 
 
