@@ -169,7 +169,7 @@ def assemble(lot: str, entries: Iterable[StoryEntry]) -> Provenance:
                   "certifier attests it for that entry or its lots", entry=o.entry, producer=o.producer, claim=c.claim)
             for o in origins for c in o.claims if not c.attested_by
         )),
-        Check(CheckName.CUSTODY_CONTINUOUS, tuple(custody_failures)),
+        Check(CheckName.CUSTODY_CONTINUOUS, tuple(custody_failures + _orphan_receipts(ordered, custody))),
         Check(CheckName.HANDOFFS_RECEIVED, tuple(open_failures)),
     ]
     if ix.contracts:
@@ -348,6 +348,20 @@ def _custody(lineage: list[str], ix: _Index) -> tuple[list[Custody], list[Failur
             consumed_by=consumer.id if consumer is not None else None,
         ))
     return chains, breaks, unreceived
+
+
+def _orphan_receipts(entries: list[StoryEntry], custody: list[Custody]) -> list[Failure]:
+    """Receipts of handoffs the story does not tell: a handoff was left out."""
+    told = {s.handoff for c in custody for s in c.steps}
+    return [
+        _fail(
+            Reason.CUSTODY_BREAK,
+            f"receipt {e.id} closes handoff {e.payload['handoff']}, which the story leaves out",
+            entry=e.id, handoff=str(e.payload["handoff"]),
+        )
+        for e in entries
+        if e.type == "receipt" and e.payload["handoff"] not in told
+    ]
 
 
 def _required_claims(ix: _Index) -> set[str]:
