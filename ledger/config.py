@@ -32,6 +32,7 @@ SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
     "FILIERA_SQLITE_SYNCHRONOUS": ("sqlite_synchronous", "SQLite synchronous: FULL or EXTRA"),
     "FILIERA_SQLITE_JOURNAL_MODE": ("sqlite_journal_mode", "SQLite journal mode: WAL"),
     "FILIERA_LOG_LEVEL": ("log_level", "logging level (INFO)"),
+    "FILIERA_PROVENANCE_MAX_LOTS": ("provenance_max_lots", "most lots of a lineage a provenance query follows (2000)"),
 }
 
 
@@ -57,6 +58,7 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     sqlite_journal_mode: str = "WAL"
     log_level: str = "INFO"
+    provenance_max_lots: int = 2000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -83,6 +85,7 @@ class Settings:
             ("FILIERA_PAGE_MAX", "page_max", int),
             ("FILIERA_SEAL_TIMEOUT", "seal_timeout", float),
             ("FILIERA_SEAL_INTERVAL", "seal_interval", float),
+            ("FILIERA_PROVENANCE_MAX_LOTS", "provenance_max_lots", int),
         ):
             if name in env:
                 try:

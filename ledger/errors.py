@@ -45,6 +45,7 @@ __all__ = [
     "MalformedNote",
     "MalformedProof",
     "MalformedBundle",
+    "MalformedCertificate",
     # authentication / authorisation of signatures
     "InvalidSignature",
     "UnknownKey",
@@ -58,6 +59,7 @@ __all__ = [
     "EntryNotFound",
     "BlockNotFound",
     "ParticipantNotFound",
+    "LotNotFound",
     "RouteNotFound",
     "MethodNotAllowed",
     # conflicts
@@ -91,6 +93,7 @@ __all__ = [
     "Rollback",
     "WrongTreeSize",
     "WrongSubject",
+    "InvalidCertificate",
     # local configuration
     "ConfigurationError",
     "UnsafeKeyFile",
@@ -298,6 +301,11 @@ class MalformedBundle(MalformedInput):
     title = "Malformed audit bundle"
 
 
+class MalformedCertificate(MalformedInput):
+    code = "malformed_certificate"
+    title = "Malformed origin certificate"
+
+
 # --- signatures and authorisation ------------------------------------------------------
 
 
@@ -371,6 +379,11 @@ class BlockNotFound(NotFound):
 class ParticipantNotFound(NotFound):
     code = "participant_not_found"
     title = "Participant not found"
+
+
+class LotNotFound(NotFound):
+    code = "lot_not_found"
+    title = "Lot not found"
 
 
 class RouteNotFound(NotFound):
@@ -529,6 +542,13 @@ class WrongSubject(IntegrityFailure):
 
     code = "wrong_subject"
     title = "Evidence is about something else"
+
+
+class InvalidCertificate(IntegrityFailure):
+    """An origin certificate that does not verify; ``reason`` says which part failed."""
+
+    code = "invalid_certificate"
+    title = "Origin certificate does not verify"
 
 
 # --- local configuration (CLI and start-up; never caused by a request) -------------------
