@@ -44,6 +44,7 @@ __all__ = [
     "MalformedNote",
     "MalformedProof",
     "MalformedBundle",
+    "InvalidEpcisDocument",
     # authentication / authorisation of signatures
     "InvalidSignature",
     "UnknownKey",
@@ -56,6 +57,7 @@ __all__ = [
     "EntryNotFound",
     "BlockNotFound",
     "ParticipantNotFound",
+    "LotNotFound",
     "RouteNotFound",
     "MethodNotAllowed",
     # conflicts
@@ -72,6 +74,7 @@ __all__ = [
     # size and media
     "PayloadTooLarge",
     "BatchTooLarge",
+    "HistoryTooLarge",
     "UnsupportedMediaType",
     "UnsupportedEncoding",
     # service
@@ -286,6 +289,13 @@ class MalformedBundle(MalformedInput):
     title = "Malformed audit bundle"
 
 
+class InvalidEpcisDocument(MalformedInput):
+    """Not an EPCIS 2.0 document that GS1's JSON Schema accepts (``filiera epcis import``)."""
+
+    code = "invalid_epcis_document"
+    title = "Not a valid EPCIS 2.0 document"
+
+
 # --- signatures and authorisation ------------------------------------------------------
 
 
@@ -352,6 +362,11 @@ class BlockNotFound(NotFound):
 class ParticipantNotFound(NotFound):
     code = "participant_not_found"
     title = "Participant not found"
+
+
+class LotNotFound(NotFound):
+    code = "lot_not_found"
+    title = "Lot not found"
 
 
 class RouteNotFound(NotFound):
@@ -421,6 +436,13 @@ class PayloadTooLarge(TooLarge):
 class BatchTooLarge(TooLarge):
     code = "batch_too_large"
     title = "Too many entries in one batch"
+
+
+class HistoryTooLarge(TooLarge):
+    """A lot's history spans more lots or entries than one document may hold."""
+
+    code = "history_too_large"
+    title = "Lot history too large for one document"
 
 
 class UnsupportedMediaType(UnsupportedMedia):
