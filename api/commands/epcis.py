@@ -20,7 +20,7 @@ import click
 from ledger import jcs
 from ledger.client import http_json
 from ledger.entries import sign_payload
-from ledger.epcis import Mapped, OpenHandoff, Outcome, Refused, events_of, map_document, open_handoffs, validate_document
+from ledger.epcis import Mapped, LedgerHandoff, Outcome, Refused, events_of, map_document, handoffs_sent, validate_document
 from ledger.errors import ConfigurationError, LedgerError, Unavailable
 from ledger.keys import SigningKey, read_key_file
 
@@ -61,21 +61,21 @@ def _problem(status: int, body: Any) -> tuple[str, str]:
 
 
 class _Finder:
-    """Open handoffs to a recipient, read from the ledger's EPCIS export of the lot."""
+    """The handoff that sends a lot to a recipient, read from the ledger's EPCIS export of the
+    lot: the open one, else the last received (importing its receipt again changes nothing)."""
 
     def __init__(self, url: str, keys: dict[str, SigningKey]) -> None:
         self.url, self.keys = url, keys
-        self.seen: dict[tuple[str, str], OpenHandoff | None] = {}
+        self.seen: dict[tuple[str, str], LedgerHandoff | None] = {}
 
-    def __call__(self, lot: str, recipient: str) -> OpenHandoff | None:
+    def __call__(self, lot: str, recipient: str) -> LedgerHandoff | None:
         if (lot, recipient) not in self.seen:
             status, doc = _get(f"{self.url}/v1/lots/{lot}/epcis", self.keys.get(recipient))
-            found = None
+            found: list[LedgerHandoff] = []
             if status == 200 and isinstance(doc, dict):
-                for h in open_handoffs(doc, events_of(doc)):
-                    if lot in h.lots and h.to == recipient:
-                        found = h
-            self.seen[(lot, recipient)] = found
+                found = [h for h in handoffs_sent(doc, events_of(doc)) if lot in h.lots and h.to == recipient]
+            open_ = [h for h in found if not h.received]
+            self.seen[(lot, recipient)] = (open_ or found or [None])[-1]
         return self.seen[(lot, recipient)]
 
 
@@ -151,7 +151,7 @@ def import_(file: str, key_files: tuple[Path, ...], url: str, dry_run: bool, as_
         sys.exit(EXIT_USAGE)
     try:
         doc = jcs.loads(raw)
-        outcomes = map_document(doc, origin=str(info["origin"]), signers=list(keys), open_handoff=_Finder(url, keys))
+        outcomes = map_document(doc, origin=str(info["origin"]), signers=list(keys), find_handoff=_Finder(url, keys))
     except LedgerError as exc:
         fail(exc, EXIT_INVALID)
     mapped = [o for o in outcomes if isinstance(o, Mapped)]

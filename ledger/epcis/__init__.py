@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .export import EXPORTED_TYPES, HistoryEntry, event_id, lot_document
 from .mapping import REFUSAL_CODES, Mapped, Outcome, Refused, map_document
-from .reading import OpenHandoff, open_handoffs
+from .reading import LedgerHandoff, handoffs_sent
 from .schema import events_of, validate_document
 from .vocabulary import NS, PREFIX
 
@@ -28,9 +28,9 @@ __all__ = [
     "Mapped",
     "Refused",
     "Outcome",
-    "OpenHandoff",
+    "LedgerHandoff",
     "map_document",
-    "open_handoffs",
+    "handoffs_sent",
     "events_of",
     "validate_document",
 ]

@@ -28,7 +28,7 @@ from typing import Any
 from .. import jcs
 from ..errors import LedgerError
 from ..payloads import validate_payload
-from .reading import OpenHandoff, Reader, Unmappable
+from .reading import LedgerHandoff, Reader, Unmappable
 from .schema import events_of, validate_document
 from .vocabulary import MDA_COUNTRY_OF_ORIGIN, Kind, cbv_name, utc_time
 
@@ -81,8 +81,9 @@ class Refused:
 Outcome = Mapped | Refused
 
 
-# (lot, recipient) -> the open handoff that sends the lot to the recipient, if the ledger has one.
-HandoffFinder = Callable[[str, str], OpenHandoff | None]
+# (lot, recipient) -> the handoff in the ledger that sends the lot to the recipient: the open
+# one, else the last one received (a receipt imported again is then the same entry).
+HandoffFinder = Callable[[str, str], LedgerHandoff | None]
 
 
 @dataclass
@@ -304,15 +305,15 @@ class _Mapper:
                 if s.lots != lots:
                     raise Unmappable("partial_receipt", f"receives {len(lots)} of the {len(s.lots)} lots shipped by eventList[{s.index}]; a receipt accepts or rejects a whole handoff")
                 return s.entry_id
-        open_ = self.finder(sorted(lots)[0], recipient) if self.finder else None
-        if open_ is not None:
-            if open_.lots != lots:
-                raise Unmappable("partial_receipt", f"receives {len(lots)} of the {len(open_.lots)} lots of open handoff {open_.id}; a receipt accepts or rejects a whole handoff")
-            return open_.id
+        known = self.finder(sorted(lots)[0], recipient) if self.finder else None
+        if known is not None:
+            if known.lots != lots:
+                raise Unmappable("partial_receipt", f"receives {len(lots)} of the {len(known.lots)} lots of handoff {known.id}; a receipt accepts or rejects a whole handoff")
+            return known.id
         refused = next((s for s in reversed(self.shipped) if s.entry_id is None and s.lots & lots), None)
         raise Unmappable(
             "no_handoff",
-            f"no shipping event earlier in the document and no open handoff in the ledger sends "
+            f"no shipping event earlier in the document and no handoff in the ledger sends "
             f"these lots to {recipient}; a receipt must name the handoff it closes"
             + (f" (eventList[{refused.index}] shipped them but was refused)" if refused else ""),
         )
@@ -360,14 +361,14 @@ def map_document(
     *,
     origin: str,
     signers: Sequence[str],
-    open_handoff: HandoffFinder | None = None,
+    find_handoff: HandoffFinder | None = None,
 ) -> list[Outcome]:
     """One outcome per event of ``doc``, in order: a payload for ``origin`` or a refusal.
 
     ``signers`` are the participants whose keys will sign (the first signs events that name no
-    party); ``open_handoff`` finds a handoff in the ledger for a receiving event whose shipping
-    event is not in the document. Raises InvalidEpcisDocument if GS1's schema refuses ``doc``.
+    party); ``find_handoff`` finds the handoff in the ledger that a receiving event closes when
+    its shipping event is not in the document. Raises InvalidEpcisDocument if GS1's schema refuses ``doc``.
     """
     validate_document(doc)
-    mapper = _Mapper(doc, origin, signers, open_handoff)
+    mapper = _Mapper(doc, origin, signers, find_handoff)
     return [mapper.event(i, event) for i, event in enumerate(events_of(doc))]

@@ -30,7 +30,7 @@ from .vocabulary import (
     unit_for,
 )
 
-__all__ = ["Unmappable", "Reader", "LotFacts", "OpenHandoff", "open_handoffs"]
+__all__ = ["Unmappable", "Reader", "LotFacts", "LedgerHandoff", "handoffs_sent"]
 
 
 class Unmappable(Exception):
@@ -43,12 +43,13 @@ class Unmappable(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class OpenHandoff:
-    """A handoff in the ledger, sent and not yet received."""
+class LedgerHandoff:
+    """A handoff in the ledger: its entry id, recipient, lots, and whether it was received."""
 
     id: str
     to: str | None
     lots: frozenset[str]
+    received: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,12 +211,12 @@ class Reader:
         return self.source.value(kind, uri) if self.source else uri
 
 
-def open_handoffs(doc: Mapping[str, Any], events: list[Any]) -> list[OpenHandoff]:
-    """The handoffs a Filiera export (``GET /v1/lots/{lot}/epcis``) shows sent and not yet
-    received, in log order: how ``filiera epcis import`` finds the handoff a receiving event
+def handoffs_sent(doc: Mapping[str, Any], events: list[Any]) -> list[LedgerHandoff]:
+    """The handoffs a Filiera export (``GET /v1/lots/{lot}/epcis``) shows, in log order, each
+    marked received or not: how ``filiera epcis import`` finds the handoff a receiving event
     closes when the document does not ship the lots itself."""
     read = Reader(doc)
-    sent: dict[str, OpenHandoff] = {}
+    sent: dict[str, LedgerHandoff] = {}
     for event in events:
         ext = read.get(event, "entry")
         if not isinstance(ext, dict):
@@ -225,9 +226,11 @@ def open_handoffs(doc: Mapping[str, Any], events: list[Any]) -> list[OpenHandoff
             if step == "shipping" and read.get(ext, "type") == "handoff":
                 entry = str(read.get(ext, "id"))
                 to = read.party(event.get("destinationList"), "destination")
-                sent[entry] = OpenHandoff(entry, to, frozenset(read.lots(event, "epcList", "quantityList")))
+                sent[entry] = LedgerHandoff(entry, to, frozenset(read.lots(event, "epcList", "quantityList")))
             elif step == "receiving":
-                sent.pop(str(read.get(ext, "handoff")), None)
+                closed = sent.get(str(read.get(ext, "handoff")))
+                if closed is not None:
+                    sent[closed.id] = LedgerHandoff(closed.id, closed.to, closed.lots, received=True)
         except Unmappable:
             continue
     return list(sent.values())

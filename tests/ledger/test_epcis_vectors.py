@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ledger.epcis import REFUSAL_CODES, Mapped, OpenHandoff, Refused, events_of, map_document, validate_document
+from ledger.epcis import REFUSAL_CODES, Mapped, LedgerHandoff, Refused, events_of, map_document, validate_document
 from ledger.epcis.schema import SCHEMA_FILE
 from ledger.errors import InvalidEpcisDocument
 from ledger.payloads import validate_payload
@@ -99,8 +99,8 @@ def test_gs1_example_maps_event_by_event(case: dict[str, Any]) -> None:
 def open_to(recipient: str, lot: str, entry: str = "ab" * 32) -> Any:
     """A ledger with one open handoff: ``lot`` to ``recipient``."""
 
-    def find(asked: str, to: str) -> OpenHandoff | None:
-        return OpenHandoff(entry, to, frozenset([lot])) if (asked, to) == (lot, recipient) else None
+    def find(asked: str, to: str) -> LedgerHandoff | None:
+        return LedgerHandoff(entry, to, frozenset([lot])) if (asked, to) == (lot, recipient) else None
 
     return find
 
@@ -108,7 +108,7 @@ def open_to(recipient: str, lot: str, entry: str = "ab" * 32) -> Any:
 def test_receiving_maps_to_a_receipt_of_the_open_handoff_the_ledger_has() -> None:
     """Example 9.6.2: the owning party receives 200 kg of an LGTIN it was sent."""
     owner, lot = "urn:epc:id:sgln:0614141.00001.0", "urn:epc:class:lgtin:4012345.012345.998877"
-    [o] = map_document(load("examples/Example_9.6.2-ObjectEvent.jsonld"), origin=ORIGIN, signers=[owner], open_handoff=open_to(owner, lot))
+    [o] = map_document(load("examples/Example_9.6.2-ObjectEvent.jsonld"), origin=ORIGIN, signers=[owner], find_handoff=open_to(owner, lot))
     assert isinstance(o, Mapped), o
     p = o.payload
     assert (p["type"], p["author"], p["handoff"], p["status"]) == ("receipt", owner, "ab" * 32, "accepted")
@@ -126,7 +126,7 @@ def test_receiving_after_a_refused_shipping_event_uses_the_ledgers_handoff() -> 
         ("examples/Example_9.6.1-ObjectEvent.jsonld", "urn:epc:id:sgtin:0614141.107346.2018"),
         ("examples/WithDigitalLinkID/Example_9.6.1-ObjectEventWithDigitalLink.jsonld", "https://id.gs1.org/01/70614141123451/21/2018"),
     ):
-        shipping, receiving = map_document(load(name), origin=ORIGIN, signers=[ME], open_handoff=open_to(ME, lot))
+        shipping, receiving = map_document(load(name), origin=ORIGIN, signers=[ME], find_handoff=open_to(ME, lot))
         assert isinstance(shipping, Refused) and shipping.code == "missing_party"
         assert isinstance(receiving, Mapped), receiving
         assert receiving.payload["received_at"] == "2005-04-05T02:33:31.116000Z"  # -06:00 in the event
@@ -139,8 +139,8 @@ def test_mapping_is_deterministic() -> None:
     """The same event maps to the same entry, so importing a document twice adds nothing."""
     owner, lot = "urn:epc:id:sgln:0614141.00001.0", "urn:epc:class:lgtin:4012345.012345.998877"
     doc = load("examples/Example_9.6.2-ObjectEvent.jsonld")
-    a = map_document(doc, origin=ORIGIN, signers=[owner], open_handoff=open_to(owner, lot))
-    b = map_document(copy.deepcopy(doc), origin=ORIGIN, signers=[owner], open_handoff=open_to(owner, lot))
+    a = map_document(doc, origin=ORIGIN, signers=[owner], find_handoff=open_to(owner, lot))
+    b = map_document(copy.deepcopy(doc), origin=ORIGIN, signers=[owner], find_handoff=open_to(owner, lot))
     assert isinstance(a[0], Mapped) and isinstance(b[0], Mapped)
     assert a[0].entry_id == b[0].entry_id and a[0].payload == b[0].payload
 
