@@ -28,7 +28,9 @@ from ..cli import EXIT_INVALID, EXIT_USAGE, cli, fail, write_atomic
 
 __all__ = ["epcis"]
 
-_BATCH = 500  # entries per POST /v1/entries/batch, under the server's default limit of 1,000
+# Per POST /v1/entries/batch: well under the server's defaults of 1,000 entries and 1 MiB.
+_BATCH_ENTRIES = 500
+_BATCH_BYTES = 512 * 1024
 
 
 @cli.group()
@@ -102,11 +104,25 @@ def _text(line: dict[str, Any]) -> str:
     return f"{head}: {line['type']} entry {line['entry']} by {line['author']}, {what}"
 
 
+def _batches(envelopes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    batches: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for env in envelopes:
+        n = len(json.dumps(env, ensure_ascii=False).encode("utf-8"))
+        if batches[-1] and (len(batches[-1]) == _BATCH_ENTRIES or size + n > _BATCH_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append(env)
+        size += n
+    return batches
+
+
 def _submit(url: str, envelopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Post the envelopes in order, in batches; one result per envelope. Exits 2 if the server
+    cannot take a batch (the ones before it stay in)."""
     results: list[dict[str, Any]] = []
     with click.progressbar(length=len(envelopes), label="submitting", file=sys.stderr, show_pos=True) as bar:
-        for i in range(0, len(envelopes), _BATCH):
-            chunk = envelopes[i : i + _BATCH]
+        for chunk in _batches(envelopes):
             try:
                 status, body = http_json("POST", f"{url}/v1/entries/batch", {"entries": chunk})
             except Unavailable as exc:

@@ -198,3 +198,13 @@ def test_every_demo_lot_exports_to_a_valid_document(db: Db, tmp_path: Path) -> N
         svc = app.extensions["filiera"]
         svc.sealer.stop_background()
         svc.store.dispose()
+
+
+def test_a_history_too_large_for_one_document_is_refused(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ledger.storage import history
+
+    monkeypatch.setattr(history, "MAX_LOTS", 2)  # the oil comes from three lots
+    resp = export(chain, "auditor")
+    assert (resp.status_code, resp.json["code"], resp.json["limit"]) == (413, "history_too_large", 2)
+    monkeypatch.setattr(history, "MAX_LOTS", 3)
+    assert export(chain, "auditor").status_code == 200

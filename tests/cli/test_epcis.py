@@ -283,3 +283,14 @@ def test_export_errors(db: Db, tmp_path: Path, servers: Callable[..., Server]) -
     stop(server.process)
     res = run(["epcis", "export", SGTIN, "--url", server.url, "--key", str(data / "importer.key")])
     assert (res.exit_code, error_code(res.stderr)) == (2, "unavailable")
+
+
+def test_batches_stay_under_the_servers_limits() -> None:
+    from api.commands.epcis import _BATCH_BYTES, _BATCH_ENTRIES, _batches
+
+    envs = [{"payload": {"n": i, "pad": "x" * (50 if i < 900 else 5000)}} for i in range(1200)]
+    batches = _batches(envs)
+    assert [e for b in batches for e in b] == envs
+    assert all(0 < len(b) <= _BATCH_ENTRIES for b in batches)
+    assert all(len(json.dumps(b).encode()) <= _BATCH_BYTES + 2 * len(b) for b in batches)
+    assert len(batches) > 3
