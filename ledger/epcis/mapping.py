@@ -134,7 +134,9 @@ class _Mapper:
 
     def time(self, event: Mapping[str, Any]) -> str:
         when = utc_time(event["eventTime"])
-        assert when is not None  # the schema's date-time format checked it
+        if when is None:
+            # RFC 3339 allows what a date and time cannot hold, such as a leap second.
+            raise Unmappable("invalid_entry", f"eventTime {event['eventTime']} is not a time the ledger can record")
         return when
 
     # --- one event -------------------------------------------------------------------
