@@ -46,6 +46,7 @@ __all__ = [
     "MalformedProof",
     "MalformedBundle",
     "MalformedCertificate",
+    "InvalidEpcisDocument",
     # authentication / authorisation of signatures
     "InvalidSignature",
     "UnknownKey",
@@ -76,6 +77,7 @@ __all__ = [
     # size and media
     "PayloadTooLarge",
     "BatchTooLarge",
+    "HistoryTooLarge",
     "UnsupportedMediaType",
     "UnsupportedEncoding",
     # service
@@ -306,6 +308,13 @@ class MalformedCertificate(MalformedInput):
     title = "Malformed origin certificate"
 
 
+class InvalidEpcisDocument(MalformedInput):
+    """Not an EPCIS 2.0 document that GS1's JSON Schema accepts (``filiera epcis import``)."""
+
+    code = "invalid_epcis_document"
+    title = "Not a valid EPCIS 2.0 document"
+
+
 # --- signatures and authorisation ------------------------------------------------------
 
 
@@ -453,6 +462,13 @@ class PayloadTooLarge(TooLarge):
 class BatchTooLarge(TooLarge):
     code = "batch_too_large"
     title = "Too many entries in one batch"
+
+
+class HistoryTooLarge(TooLarge):
+    """A lot's history spans more lots or entries than one document may hold."""
+
+    code = "history_too_large"
+    title = "Lot history too large for one document"
 
 
 class UnsupportedMediaType(UnsupportedMedia):
