@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_audit"]
+__all__ = ["run_audit", "prepare"]
 
 FILIERA = str(Path(sys.executable).with_name("filiera"))
 
@@ -63,6 +63,14 @@ class _Sampler(threading.Thread):
             self.peak_rss_kb = max(self.peak_rss_kb, sum(_kb(p, "VmRSS:", "status") for p in pids))
             self.peak_main_rss_kb = max(self.peak_main_rss_kb, _kb(self.pid, "VmRSS:", "status"))
             self.stop.wait(0.05)
+
+
+def prepare(lots: int, cache: Path, log: Any) -> tuple[Path, Path, str]:
+    """The cached demo ledger of ``lots`` lots and its export: (data dir, bundle, origin)."""
+    bundle, _ = _prepare(lots, cache, log)
+    with open(bundle, "rb") as f:
+        origin = json.loads(f.readline())["origin"]
+    return bundle.parent, bundle, origin
 
 
 def _prepare(lots: int, cache: Path, log: Any) -> tuple[Path, str]:
