@@ -82,6 +82,7 @@ def _prepare(lots: int, cache: Path, log: Any) -> tuple[Path, str]:
         data.mkdir(parents=True, exist_ok=True)
         log(f"audit: building the demo ledger of {lots:,} lots once (cached in {data})")
         subprocess.run([FILIERA, "demo", "--lots", str(lots), "--if-missing"], env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([FILIERA, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
         log("audit: exporting it")
         subprocess.run([FILIERA, "export", "--out", str(bundle), "--force"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(bundle, "rb") as f:
