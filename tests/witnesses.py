@@ -81,6 +81,7 @@ class WitnessProcess:
     key_file: Path
     state: Path
     logs: list[str]
+    workers: int = 1
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log: Path = field(default_factory=Path)
@@ -95,7 +96,7 @@ class WitnessProcess:
             port = self.port or free_port()
             self.log = self.state.parent / f"witness-{port}.log"
             args = [FILIERA, "witness", "serve", "--key", str(self.key_file), "--state", str(self.state),
-                    "--port", str(port), "--threads", "16"]
+                    "--port", str(port), "--workers", str(self.workers), "--threads", "16"]
             for vkey in self.logs:
                 args += ["--log", vkey]
             with self.log.open("ab") as out:
@@ -104,14 +105,18 @@ class WitnessProcess:
                 )
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and self.process.poll() is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
                 try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
                     conn.request("GET", "/")
-                    if conn.getresponse().status == 200:
+                    resp = conn.getresponse()
+                    resp.read()
+                    if resp.status == 200:
                         self.port = port
                         return self
                 except OSError:
                     pass
+                finally:
+                    conn.close()
                 time.sleep(0.1)
             stop(self.process)
             if "Address already in use" not in self.log.read_text(errors="replace"):
@@ -124,7 +129,7 @@ class WitnessProcess:
             self.process = None
 
 
-def start_witness(tmp: Path, name: str, logs: Sequence[str]) -> WitnessProcess:
+def start_witness(tmp: Path, name: str, logs: Sequence[str], *, workers: int = 1) -> WitnessProcess:
     """A new witness key in ``tmp`` and `filiera witness serve` for ``logs`` (vkeys)."""
     tmp.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
@@ -135,7 +140,7 @@ def start_witness(tmp: Path, name: str, logs: Sequence[str]) -> WitnessProcess:
 
     cosigner = load_cosigner(tmp / "witness.key")
     assert proc.stdout.strip() == cosigner.verifier.vkey
-    return WitnessProcess(cosigner, tmp / "witness.key", tmp / "state", list(logs)).start()
+    return WitnessProcess(cosigner, tmp / "witness.key", tmp / "state", list(logs), workers).start()
 
 
 def post_add_checkpoint(url: str, body: bytes, *, timeout: float = 30) -> tuple[int, str, bytes]:
