@@ -10,6 +10,7 @@ policy that names other logs refused at start-up.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -208,3 +209,69 @@ def test_a_policy_for_other_logs_is_refused(ledger_env: LedgerEnv, tmp_path: Pat
     policy.write_text(f"log {stranger.vkey}\nquorum none\n")
     with pytest.raises(ConfigurationError):
         create_app(replace(ledger_env.settings, witness_policy=policy), background_sealing=False)
+
+
+def test_tlog_proof_against_the_witnessed_checkpoint(rig_for: Callable[..., Rig]) -> None:
+    rig = rig_for(quorum="all")
+    first, _ = rig.grow(2)
+    rig.witnessing.round()
+    witnessed = rig.head_size()
+    (late,) = rig.grow(1)
+    vkey = verifier_for(ORIGIN, rig.env.ledger_key.public_key.raw)
+    entry = post_entry(rig.client, first).json
+    resp = rig.client.get(f"/v1/proofs/tlog?id={entry['id']}")
+    assert resp.status_code == 200 and resp.mimetype == "text/plain"
+    proof = TlogProof.parse(resp.data.decode())
+    checkpoint = proof.verify(leaf_hash=bytes.fromhex(entry["leaf_hash"]), verifier=vkey, origin=ORIGIN)
+    assert checkpoint.tree_size == witnessed
+    _, found = cosignatures_in(proof.checkpoint, [w.cosigner.verifier for w in rig.witnesses.values()])
+    assert len(found) == 2
+    by_index = rig.client.get(f"/v1/proofs/tlog?index={entry['index']}")
+    assert by_index.data == resp.data
+    newer = rig.client.get(f"/v1/proofs/tlog?id={post_entry(rig.client, late).json['id']}")
+    assert newer.status_code == 503 and newer.json["code"] == "checkpoint_not_witnessed"
+    assert rig.client.get("/v1/proofs/tlog?id=" + "ab" * 32).json["code"] == "entry_not_found"
+    assert rig.client.get(f"/v1/proofs/tlog?id={entry['id']}&index=0").json["code"] == "invalid_proof_request"
+
+
+def test_tlog_proof_without_witnesses_is_against_the_head(client: FlaskClient, ledger_env: LedgerEnv) -> None:
+    assert post_entry(client, register(ledger_env.admin, Member("solo"), ["producer"])).status_code == 201
+    resp = client.get("/v1/proofs/tlog?index=1", unsigned=True)
+    assert resp.status_code == 200
+    proof = TlogProof.parse(resp.data.decode())
+    vkey = verifier_for(ORIGIN, ledger_env.ledger_key.public_key.raw)
+    leaf = client.get("/v1/proofs/inclusion?index=1", unsigned=True).json["leaf_hash"]
+    assert proof.verify(leaf_hash=bytes.fromhex(leaf), verifier=vkey, origin=ORIGIN).tree_size == 2
+
+
+def test_ingest_never_waits_for_a_witness(rig_for: Callable[..., Rig]) -> None:
+    """A witnessing round stuck inside a witness (a connection that never answers) holds no
+    ledger lock: entries are sealed meanwhile."""
+    rig = rig_for(quorum="all")
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(url: str, body: bytes, timeout: float) -> tuple[int, str, bytes]:
+        entered.set()
+        release.wait(60)
+        raise Unavailable(f"cannot reach {url}: timed out")
+
+    rig.witnessing.post = stuck
+    rig.witnessing.interval = 0.05
+    rig.witnessing.start_background()
+    try:
+        assert entered.wait(30)
+        before = rig.head_size()
+        rig.grow(3)
+        assert rig.head_size() == before + 3
+    finally:
+        release.set()
+        rig.witnessing.stop_background()
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["id=xyz", "index=-1", f"index={10**30}", "index=1.5", "id=" + "AB" * 32, "", "index=0&tree_size=1", "index=0&x=1"],
+)
+def test_tlog_proof_refuses_bad_queries(client: FlaskClient, query: str) -> None:
+    resp = client.get(f"/v1/proofs/tlog?{query}", unsigned=True)
+    assert resp.status_code == 400 and resp.json["code"] == "invalid_proof_request"
