@@ -145,6 +145,8 @@ def cosign_now(obj: Ctx, policy: Path | None, as_json: bool) -> None:
         key = load_ledger_key(settings)
         witness_policy = load_witness_policy(settings, genesis.origin if genesis else None, key.public_key.raw)
         assert witness_policy is not None
+        if not witness_policy.witnesses:
+            raise ConfigurationError(f"the witness policy {settings.witness_policy} names no witnesses")
         witnessing = Witnessing(store, witness_policy, timeout=settings.witness_timeout)
         deadline = time.monotonic() + _TURN_WAIT_S
         while not (results := witnessing.round(force=True)) and time.monotonic() < deadline:

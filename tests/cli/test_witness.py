@@ -357,3 +357,22 @@ def test_add_checkpoint_statuses_over_http(tmp_path: Path, witnesses: Callable[.
     assert status == 200
     note = add_signature_lines(good.checkpoint, body.decode().splitlines())
     assert [f.verifier for f in cosignatures_in(note, [w.cosigner.verifier])[1]] == [w.cosigner.verifier]
+
+
+def test_serve_refuses_a_bad_witness_policy(tmp_path: Path) -> None:
+    from .conftest import run_entry_point
+
+    data = tmp_path / "data"
+    url = f"sqlite:///{data / 'filiera.db'}"
+    _init(data, url)
+    policy = tmp_path / "policy.txt"
+    policy.write_text("witness w1 not-a-vkey\nquorum w1\n")
+    proc = run_entry_point([*on(data, url), "serve", "--port", "1"], env={"FILIERA_WITNESS_POLICY": str(policy)})
+    assert proc.returncode == 2 and error_code(proc.stderr) == "invalid_witness_policy"
+    assert "line 1" in proc.stderr
+    cosign = run([*on(data, url), "witness", "cosign-now", "--policy", str(policy)])
+    assert cosign.exit_code == 2 and error_code(cosign.stderr) == "invalid_witness_policy"
+    policy.write_text("quorum none\n")
+    cosign = run([*on(data, url), "witness", "cosign-now", "--policy", str(policy)])
+    assert cosign.exit_code == 2 and error_code(cosign.stderr) == "configuration_error"
+    assert run([*on(data, url), "witness", "cosign-now"]).exit_code == 2  # no policy at all
