@@ -102,7 +102,9 @@ def rig_for(ledger_env: LedgerEnv, tmp_path: Path) -> Iterator[Callable[..., Rig
 
     yield make
     for app in apps:
-        app.extensions["filiera"].store.dispose()
+        svc = app.extensions["filiera"]
+        svc.witnessing.stop_background()
+        svc.store.dispose()
 
 
 def _verify_published(rig: Rig) -> tuple[int, list[str]]:
