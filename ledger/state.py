@@ -247,6 +247,9 @@ class LedgerState:
     _nonces: dict[bytes, str | None] = field(default_factory=dict)
     _entries: dict[bytes, bool] = field(default_factory=dict)
     _policy_loaded: bool = False
+    # Nonces and entry ids put since the last eviction (what a spilling source must write).
+    _fresh_nonces: list[bytes] = field(default_factory=list)
+    _fresh_entries: list[bytes] = field(default_factory=list)
 
     # --- reads ------------------------------------------------------------------------
 
@@ -346,10 +349,48 @@ class LedgerState:
         self.put("key", rec)
 
     def put_nonce(self, author: str, nonce: str, entry_id: str) -> None:
-        self._nonces[_digest(f"{author}\x00{nonce}")] = entry_id
+        k = _digest(f"{author}\x00{nonce}")
+        self._nonces[k] = entry_id
+        self._fresh_nonces.append(k)
 
     def put_entry(self, entry_id: str) -> None:
-        self._entries[_digest(entry_id)] = True
+        k = _digest(entry_id)
+        self._entries[k] = True
+        self._fresh_entries.append(k)
+
+    # --- spilling to a source (the audit of a long log) -------------------------------------
+
+    def fresh_used(self) -> tuple[list[tuple[bytes, str]], list[bytes]]:
+        """(nonce digest, entry id) pairs and entry-id digests put since the last eviction."""
+        return [(k, self._nonces[k] or "") for k in self._fresh_nonces], list(self._fresh_entries)
+
+    def evict(self, keep: Iterable[str] = ("participant", "key")) -> None:
+        """Forget what is in memory, except the kinds in ``keep``; the source must hold it all
+        by now (write :meth:`changed` and :meth:`fresh_used` first). Reads load it back."""
+        kept = set(keep)
+        for kind in self._records:
+            if kind not in kept:
+                self._records[kind] = {}
+                self._absent[kind] = set()
+            self._dirty[kind] = set()
+        self._nonces = {}
+        self._entries = {}
+        self._fresh_nonces = []
+        self._fresh_entries = []
+
+    def in_memory(self) -> int:
+        """How many records, nonces and entry ids are held in memory."""
+        return sum(len(r) for r in self._records.values()) + len(self._nonces) + len(self._entries)
+
+    # --- snapshots (ledger.snapshot) ------------------------------------------------------
+
+    def records(self, kind: str) -> dict[str, Any]:
+        """Every record of ``kind`` held in memory, by key (None: known not to exist)."""
+        return self._records[kind]
+
+    def restore(self, kind: str, rec: Any) -> None:
+        """Put a record back from a snapshot: as it was, not as a change to flush."""
+        self._records[kind][rec.ident] = rec
 
     # --- what changed, for flushing -----------------------------------------------------
 

@@ -7,4 +7,5 @@ modules: ``api.cli.Ctx``, ``api.cli.fail``, ``api.cli.EXIT_INVALID`` and ``EXIT_
 """
 
 from __future__ import annotations
-from . import witness  # noqa: E402,F401
+
+from . import audit, evidence, export, monitor, witness  # noqa: F401
