@@ -111,8 +111,8 @@ def create_app(
     app.extensions["filiera"] = Services(settings, store, sealer, key.public_key, witness_policy, witnessing)
     problems.register(app)
 
-    from .routes import blocks, entries, export, ledger, meta, participants, proofs
+    from .routes import blocks, entries, epcis, export, ledger, lots, meta, participants, proofs
 
-    for module in (ledger, entries, blocks, proofs, participants, export, meta):
+    for module in (ledger, entries, blocks, proofs, participants, lots, epcis, export, meta):
         app.register_blueprint(module.bp)
     return app

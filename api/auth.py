@@ -21,7 +21,7 @@ from ledger.visibility import SEE_ALL_ROLES
 
 from .services import services
 
-__all__ = ["Member", "current_member", "member_required"]
+__all__ = ["Member", "current_member", "optional_member", "member_required"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,6 +65,15 @@ def current_member() -> Member:
     if member is None:
         member = g.filiera_member = _authenticate()
     return member
+
+
+def optional_member() -> Member | None:
+    """The member who signed this request, or None if it carries no signature at all (public
+    resources that show members more). A signature that is present must verify: a bad one
+    is refused (401), never read as anonymous."""
+    if "Signature" not in request.headers and "Signature-Input" not in request.headers:
+        return None
+    return current_member()
 
 
 def member_required(view: F) -> F:

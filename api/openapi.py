@@ -44,7 +44,7 @@ def operation(
     *,
     summary: str,
     tag: str,
-    responses: Mapping[int, type[Schema] | str | None],
+    responses: Mapping[int, type[Schema] | str | tuple[str, Mapping[str, Any]] | None],
     query: type[Schema] | None = None,
     body: type[Schema] | None = None,
     path: Mapping[str, str] | None = None,
@@ -54,7 +54,8 @@ def operation(
     member: bool = False,
 ) -> Callable[[F], F]:
     """Declare a view's OpenAPI operation. ``responses`` maps statuses to a schema, a media
-    type (``TEXT``, ``NDJSON``) or None (no body); ``errors`` lists problem statuses."""
+    type (``TEXT``, ``NDJSON``), a (media type, JSON Schema) pair for JSON bodies of another
+    media type, or None (no body); ``errors`` lists problem statuses."""
 
     def mark(view: F) -> F:
         view._openapi = {  # type: ignore[attr-defined]
@@ -122,6 +123,9 @@ def _operation(endpoint: str, method: str, meta: Mapping[str, Any], args: set[st
         resp: dict[str, Any] = {"description": _REASONS.get(status, "OK")}
         if isinstance(kind, str):
             resp["content"] = {kind: {"schema": {"type": "string"}}}
+        elif isinstance(kind, tuple):
+            media, schema = kind
+            resp["content"] = {media: {"schema": dict(schema)}}
         elif kind is not None:
             resp["content"] = {"application/json": {"schema": kind}}
         if status in (200, 201, 202) and meta["headers"]:

@@ -28,7 +28,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import jcs
-from .encoding import format_time
+from .certificates import VerifiedCertificate, verify_certificate
+from .credentials import verify_credential
+from .encoding import check_lot_id, format_time
 from .entries import add_signature, parse_envelope, sign_payload
 from .errors import InvalidProof, LedgerError, Unavailable, error_for_code
 from .httpsig import sign_request
@@ -46,9 +48,12 @@ def http_json(
     headers: Mapping[str, str] | None = None,
     timeout: float = 60,
     key: SigningKey | None = None,
+    strict: bool = False,
 ) -> tuple[int, Any]:
     """One JSON-over-HTTP call: (status, parsed JSON or text). With ``key`` the request is
-    signed (RFC 9421) as that member. Raises Unavailable if the server cannot be reached."""
+    signed (RFC 9421) as that member; with ``strict`` the JSON is parsed as I-JSON (RFC 7493:
+    a duplicate key or lone surrogate raises a MalformedInput leaf), as signed documents need.
+    Raises Unavailable if the server cannot be reached."""
     data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
     hdrs = dict(headers or {})
     if key is not None:
@@ -66,8 +71,15 @@ def http_json(
     except (urllib.error.URLError, OSError) as exc:
         raise Unavailable(f"cannot reach {url}: {exc}") from exc
     if "json" in ctype:
-        return status, json.loads(raw)
+        return status, jcs.loads(raw) if strict else json.loads(raw)
     return status, raw.decode("utf-8", "replace")
+
+
+def _lot_path(lot: str) -> str:
+    """A lot id in a URL path: the lot-id pattern (PROTOCOL §1) needs no escaping, and a
+    percent-encoded '/' would not be the URL the server checks a signed request against."""
+    check_lot_id(lot, field="lot")
+    return lot
 
 
 def _raise_problem(status: int, body: Any) -> None:
@@ -99,9 +111,9 @@ class LedgerClient:
 
     # --- transport --------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, body: Any = None, *, signed: bool = False, headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+    def _call(self, method: str, path: str, body: Any = None, *, signed: bool = False, headers: Mapping[str, str] | None = None, strict: bool = False) -> tuple[int, Any]:
         key = self.key.signing_key if (signed and self.key) else None
-        status, out = http_json(method, self.url + path, body, headers, self.timeout, key)
+        status, out = http_json(method, self.url + path, body, headers, self.timeout, key, strict)
         _raise_problem(status, out)
         return status, out
 
@@ -195,6 +207,30 @@ class LedgerClient:
             root=checkpoint.root,
         )
         return int(p["index"])
+
+    # --- provenance and origin certificates (PROTOCOL §7) ------------------------------
+
+    def provenance(self, lot: str) -> dict[str, Any]:
+        """The lot's provenance view: the member's view when the client has a key, else the
+        public one. Raises LotNotFound (404) or another problem's leaf."""
+        out: dict[str, Any] = self._call("GET", f"/v1/lots/{_lot_path(lot)}/provenance", signed=True)[1]
+        return out
+
+    def certificate(self, lot: str, *, vc: bool = False) -> tuple[dict[str, Any], VerifiedCertificate]:
+        """Fetch the lot's origin certificate (``vc``: its W3C VC 2.0 form) and verify it
+        offline with the pinned verifier key. Returns (the document as served, what it
+        proves); whether it certifies the lot is ``.certified``. Raises InvalidCertificate or
+        MalformedCertificate if it does not verify, LotNotFound for an unknown lot."""
+        query = "?format=vc" if vc else ""
+        document: dict[str, Any] = self._call("GET", f"/v1/lots/{_lot_path(lot)}/certificate{query}", signed=True, strict=True)[1]
+        return document, self.verify_certificate(document)
+
+    def verify_certificate(self, document: Any) -> VerifiedCertificate:
+        """Verify a saved certificate, either form, with the pinned verifier key, offline.
+        Raises InvalidCertificate or MalformedCertificate."""
+        if isinstance(document, dict) and "proof" in document:
+            return verify_credential(document, self.verifier)
+        return verify_certificate(document, self.verifier)
 
     def verify_consistency(self, old: Checkpoint, new: Checkpoint) -> None:
         """Check that ``new`` extends ``old`` (no rewritten history). Raises InvalidProof."""

@@ -32,6 +32,7 @@ SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
     "FILIERA_SQLITE_SYNCHRONOUS": ("sqlite_synchronous", "SQLite synchronous: FULL or EXTRA"),
     "FILIERA_SQLITE_JOURNAL_MODE": ("sqlite_journal_mode", "SQLite journal mode: WAL"),
     "FILIERA_LOG_LEVEL": ("log_level", "logging level (INFO)"),
+    "FILIERA_PROVENANCE_MAX_LOTS": ("provenance_max_lots", "most lots of a lineage a provenance query follows (2000)"),
     "FILIERA_WITNESS_POLICY": ("witness_policy", "witness policy file (c2sp.org/tlog-policy); unset: no witnesses"),
     "FILIERA_WITNESS_INTERVAL": ("witness_interval", "seconds between witnessing rounds (1)"),
     "FILIERA_WITNESS_TIMEOUT": ("witness_timeout", "seconds to wait for one witness's answer (5)"),
@@ -60,6 +61,7 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     sqlite_journal_mode: str = "WAL"
     log_level: str = "INFO"
+    provenance_max_lots: int = 2000
     witness_policy: Path | None = None
     witness_interval: float = 1.0
     witness_timeout: float = 5.0
@@ -90,6 +92,7 @@ class Settings:
             ("FILIERA_PAGE_MAX", "page_max", int),
             ("FILIERA_SEAL_TIMEOUT", "seal_timeout", float),
             ("FILIERA_SEAL_INTERVAL", "seal_interval", float),
+            ("FILIERA_PROVENANCE_MAX_LOTS", "provenance_max_lots", int),
             ("FILIERA_WITNESS_INTERVAL", "witness_interval", float),
             ("FILIERA_WITNESS_TIMEOUT", "witness_timeout", float),
         ):

@@ -45,6 +45,8 @@ __all__ = [
     "MalformedNote",
     "MalformedProof",
     "MalformedBundle",
+    "MalformedCertificate",
+    "InvalidEpcisDocument",
     # authentication / authorisation of signatures
     "InvalidSignature",
     "UnknownKey",
@@ -58,6 +60,7 @@ __all__ = [
     "EntryNotFound",
     "BlockNotFound",
     "ParticipantNotFound",
+    "LotNotFound",
     "RouteNotFound",
     "MethodNotAllowed",
     # conflicts
@@ -74,6 +77,7 @@ __all__ = [
     # size and media
     "PayloadTooLarge",
     "BatchTooLarge",
+    "HistoryTooLarge",
     "UnsupportedMediaType",
     "UnsupportedEncoding",
     # service
@@ -91,6 +95,7 @@ __all__ = [
     "Rollback",
     "WrongTreeSize",
     "WrongSubject",
+    "InvalidCertificate",
     # local configuration
     "ConfigurationError",
     "UnsafeKeyFile",
@@ -307,6 +312,18 @@ class MalformedBundle(MalformedInput):
     title = "Malformed audit bundle"
 
 
+class MalformedCertificate(MalformedInput):
+    code = "malformed_certificate"
+    title = "Malformed origin certificate"
+
+
+class InvalidEpcisDocument(MalformedInput):
+    """Not an EPCIS 2.0 document that GS1's JSON Schema accepts (``filiera epcis import``)."""
+
+    code = "invalid_epcis_document"
+    title = "Not a valid EPCIS 2.0 document"
+
+
 # --- signatures and authorisation ------------------------------------------------------
 
 
@@ -382,6 +399,11 @@ class ParticipantNotFound(NotFound):
     title = "Participant not found"
 
 
+class LotNotFound(NotFound):
+    code = "lot_not_found"
+    title = "Lot not found"
+
+
 class RouteNotFound(NotFound):
     code = "route_not_found"
     title = "No such resource"
@@ -449,6 +471,13 @@ class PayloadTooLarge(TooLarge):
 class BatchTooLarge(TooLarge):
     code = "batch_too_large"
     title = "Too many entries in one batch"
+
+
+class HistoryTooLarge(TooLarge):
+    """A lot's history spans more lots or entries than one document may hold."""
+
+    code = "history_too_large"
+    title = "Lot history too large for one document"
 
 
 class UnsupportedMediaType(UnsupportedMedia):
@@ -538,6 +567,13 @@ class WrongSubject(IntegrityFailure):
 
     code = "wrong_subject"
     title = "Evidence is about something else"
+
+
+class InvalidCertificate(IntegrityFailure):
+    """An origin certificate that does not verify; ``reason`` says which part failed."""
+
+    code = "invalid_certificate"
+    title = "Origin certificate does not verify"
 
 
 # --- local configuration (CLI and start-up; never caused by a request) -------------------

@@ -17,7 +17,7 @@ Importing this module loads neither Flask nor SQLAlchemy (a test checks).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .blocks import GENESIS_PREV, BlockHeader, verify_block_signature
@@ -127,7 +127,7 @@ class VerifyReport:
     # Size of the trusted checkpoint the chain was checked against, if any.
     trusted_size: int | None = None
     # Where the chain ended, to save as a state snapshot and resume from.
-    cursor: ChainCursor | None = None
+    cursor: ChainCursor | None = field(default=None, compare=False)
     # Entries whose signatures were checked cryptographically in this run.
     signatures_checked: int = 0
 

@@ -86,7 +86,7 @@ def get_as(client: Any, member: Member, path: str) -> Any:
 
 class LedgerView:
     """The supply-chain projection as the sealing transactions left it, read through the
-    store (there is no provenance endpoint yet)."""
+    store: the tables themselves, beneath what the provenance endpoint derives."""
 
     def __init__(self, settings: Any) -> None:
         from ledger.storage.store import Store
@@ -179,3 +179,49 @@ def verify_with_projection(settings: Any) -> Any:
         src.close()
     assert report.entries == report.tree_size == src.total
     return report
+
+
+# --- a lot's whole story, for the provenance and certificate suites --------------------------
+
+# Who the story needs, with their roles.
+STORY_CAST: dict[str, list[str]] = {
+    "farm": ["producer"], "farm2": ["producer"], "carrier": ["carrier"], "mill": ["processor"],
+    "bottler": ["processor"], "shop": ["retailer", "buyer"], "cert": ["certifier"],
+}
+
+
+def lineage_story(
+    ok: Any, m: dict[str, Member], prefix: str, *, steps: int = 10, receive_last: bool = True,
+    contract_id: str | None = None, country2: str = "IT", claims2: tuple[str, ...] = ("organic",),
+) -> dict[str, Any]:
+    """Two groves' harvests (three lots, claims attested: one harvest entry, one lot) reach a
+    mill through a co-signed handoff and a carrier's two legs; ``steps`` transforms (half at
+    the mill, half at a bottler it ships to) make the final lot, sent to the shop (under
+    ``contract_id`` if given) and received unless ``receive_last`` is false. ``ok`` posts an
+    envelope and returns its entry id. Returns the lot ids and entry ids of the story."""
+    a1, a2, b1 = f"{prefix}-A1", f"{prefix}-A2", f"{prefix}-B1"
+    o1 = ok(origin(m["farm"], lot(a1), lot(a2), claims=["organic"]))
+    ok(attestation(m["cert"], o1, ["organic"]))
+    o2 = ok(origin(m["farm2"], lot(b1), country=country2, claims=list(claims2)))
+    ok(attestation(m["cert"], b1, ["organic"]))
+    ok(handoff(m["farm"], m["mill"], [a1, a2], cosign=True))
+    legs = [ok(handoff(m["farm2"], m["carrier"], [b1]))]
+    ok(receipt(m["carrier"], legs[0]))
+    legs.append(ok(handoff(m["carrier"], m["mill"], [b1])))
+    ok(receipt(m["mill"], legs[1]))
+    made, holder, inputs = [], m["mill"], [a1, a2, b1]
+    for i in range(1, steps + 1):
+        out = f"{prefix}-S{i}"
+        ok(transform(holder, inputs, lot(out, "oil", "100", "l")))
+        made.append(out)
+        inputs = [out]
+        if i == steps // 2:
+            h = ok(handoff(m["mill"], m["bottler"], [out]))
+            ok(receipt(m["bottler"], h))
+            holder = m["bottler"]
+    if contract_id is not None:
+        ok(contract(m["shop"], m["bottler"], contract_id))
+    last = ok(handoff(holder, m["shop"], [made[-1]], contract=contract_id))
+    if receive_last:
+        ok(receipt(m["shop"], last))
+    return {"final": made[-1], "made": made, "origins": [o1, o2], "harvest": [a1, a2, b1], "carrier_legs": legs, "last_handoff": last}

@@ -131,6 +131,11 @@ def flush(conn: Connection, kind: str, records: Sequence[Any], created: Set[str]
             updates.append(row)
     if updates:
         conn.execute(queries.update, updates)
+    if kind == "handoff":
+        # A handoff is inserted once, when it is sealed; its receipt only updates it.
+        moves = [{"lot": lot, "idx": r["idx"], "handoff": r["id"]} for r in inserts for lot in json.loads(r["lots"])]
+        if moves:
+            conn.execute(_INSERT_LOT_HANDOFFS, moves)
     if kind == "lot":
         edges = [
             {"child": r["lot"], "parent": p, "entry": r["created_by"]}
@@ -166,6 +171,7 @@ def _queries(kind: str) -> _Queries:
 
 
 _INSERT_LINEAGE = t.lot_lineage.insert()
+_INSERT_LOT_HANDOFFS = t.lot_handoffs.insert()
 _INSERT_PARTIES = t.entry_parties.insert()
 
 

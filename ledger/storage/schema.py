@@ -35,6 +35,7 @@ __all__ = [
     "participant_keys",
     "lots",
     "lot_lineage",
+    "lot_handoffs",
     "handoffs",
     "contracts",
     "payments",
@@ -164,6 +165,16 @@ lot_lineage = Table(
     Column("entry", String(64), nullable=False),
 )
 Index("ix_lot_lineage_parent", lot_lineage.c.parent)
+
+# Which handoffs moved a lot, in log order: a provenance query reads a lot's custody chain by
+# its key instead of scanning the handoffs' JSON lists. Written when the handoff is sealed.
+lot_handoffs = Table(
+    "lot_handoffs",
+    metadata,
+    Column("lot", String(200), primary_key=True),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("handoff", String(64), nullable=False),
+)
 
 handoffs = Table(
     "handoffs",

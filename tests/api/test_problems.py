@@ -198,7 +198,8 @@ def test_every_route_is_documented_with_its_methods(app: Flask, client: FlaskCli
     assert documented == {(p, m) for p, ms in served.items() for m in ms}
     for required in ("/v1/health", "/v1/ledger", "/v1/checkpoint", "/v1/entries", "/v1/entries/batch",
                      "/v1/entries/{entry_id}", "/v1/blocks", "/v1/blocks/{height}", "/v1/proofs/inclusion",
-                     "/v1/proofs/consistency", "/v1/participants", "/v1/participants/{participant_id}", "/openapi.json"):
+                     "/v1/proofs/consistency", "/v1/participants", "/v1/participants/{participant_id}",
+                     "/v1/lots/{lot}/provenance", "/v1/lots/{lot}/certificate", "/openapi.json"):
         assert required in paths, required
 
 

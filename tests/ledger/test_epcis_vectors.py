@@ -1,0 +1,187 @@
+"""GS1's EPCIS 2.0 example documents (tests/vectors/epcis-2.0) through the import mapping.
+
+Every document validates against GS1's JSON Schema and every event gets the outcome named in
+the table below: the events that fit the ledger's model map to payloads, the others are
+refused with the expected code. Counts come from the vectors' index.json, so a moved or
+edited file cannot pass. The schema checker is shown able to fail, formats included.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.epcis import REFUSAL_CODES, Mapped, LedgerHandoff, Refused, events_of, map_document, validate_document
+from ledger.epcis.schema import SCHEMA_FILE
+from ledger.errors import InvalidEpcisDocument
+from ledger.payloads import validate_payload
+
+from ..conftest import VECTORS
+
+EPCIS = VECTORS / "epcis-2.0"
+ORIGIN = "import.filiera.example"
+ME = "importer"
+
+# What each event of each document becomes, without a ledger to look handoffs up in.
+EXPECTED: dict[str, list[str]] = {
+    "examples/AssociationEvent/AssociationEvent-a.jsonld": ["unsupported_event_type"],
+    "examples/AssociationEvent/AssociationEvent-c.jsonld": ["unsupported_event_type"],
+    "examples/AssociationEvent/AssociationEvent-e.jsonld": ["unsupported_event_type"],
+    "examples/AssociationEvent/AssociationEvent-g.jsonld": ["unsupported_event_type"],
+    # shipping with no destination party; then receiving what that refused event shipped
+    "examples/EPCISQueryDocument.jsonld": ["missing_party", "no_handoff"],
+    "examples/Example-Type-sourceOrDestination,measurement,bizTransaction.jsonld": ["unsupported_event_type"],
+    "examples/Example_9.6.1-ObjectEvent.jsonld": ["missing_party", "no_handoff"],
+    # received by its owning party, which is not the importer
+    "examples/Example_9.6.2-ObjectEvent.jsonld": ["not_signer"],
+    # an input named by an EPC pattern (urn:epc:idpat:...)
+    "examples/Example_9.6.4-TransformationEvent.jsonld": ["invalid_identifier"],
+    "examples/WithDigitalLinkID/Example_9.6.1-ObjectEventWithDigitalLink.jsonld": ["missing_party", "no_handoff"],
+    "examples/WithDigitalLinkID/Example_9.6.3-AggregationEventWithDigitalLink.jsonld": ["unsupported_event_type"],
+    "examples/WithErrorDeclaration/ErrorDeclarationAndCorrectiveEvent.jsonld": ["error_declaration", "invalid_identifier"],
+    "examples/WithFullCombinationOfFields/aggregation_event_all_possible_fields.jsonld": ["unsupported_event_type"],
+    "examples/WithFullCombinationOfFields/object_event_all_possible_fields.jsonld": ["error_declaration"],
+    "examples/WithFullCombinationOfFields/transformation_event_all_possible_fields.jsonld": ["error_declaration"],
+    "examples/WithSensorData/SensorDataExample1.jsonld": ["unsupported_biz_step"],
+    "examples/WithSensorData/SensorDataExample11.jsonld": ["unsupported_event_type"],
+    "examples/WithSensorData/SensorDataExample13.jsonld": ["unsupported_biz_step"],
+    "examples/WithSensorData/SensorDataExample15.jsonld": ["unsupported_biz_step"],
+    "examples/WithSensorData/SensorDataExample17.jsonld": ["unsupported_biz_step"],
+    "examples/WithSensorData/SensorDataExample2.jsonld": ["unsupported_biz_step"],
+    "examples/WithSensorData/SensorDataExample4.jsonld": ["unsupported_biz_step"],
+    "examples/WithSensorData/SensorDataExample6.jsonld": ["unsupported_biz_step"],
+    "examples/WithSensorData/SensorDataExample8.jsonld": ["unsupported_event_type"],
+}
+
+INDEX: list[dict[str, Any]] = json.loads((EPCIS / "index.json").read_text(encoding="utf-8"))["documents"]
+
+
+def load(name: str) -> Any:
+    return json.loads((EPCIS / name).read_text(encoding="utf-8"))
+
+
+def outcome(o: Mapped | Refused) -> str:
+    return "mapped" if isinstance(o, Mapped) else o.code
+
+
+def test_every_indexed_document_has_an_expectation() -> None:
+    assert len(INDEX) == 24
+    assert {d["file"] for d in INDEX} == set(EXPECTED)
+    assert sum(d["event_count"] for d in INDEX) == sum(len(v) for v in EXPECTED.values()) == 28
+    assert all(set(codes) <= {*REFUSAL_CODES, "mapped"} for codes in EXPECTED.values())
+
+
+def test_the_runtime_schema_is_gs1s() -> None:
+    assert SCHEMA_FILE.read_bytes() == (EPCIS / "schema" / "EPCIS-JSON-Schema.json").read_bytes()
+
+
+@pytest.mark.parametrize("case", INDEX, ids=[d["file"].removeprefix("examples/") for d in INDEX])
+def test_gs1_example_maps_event_by_event(case: dict[str, Any]) -> None:
+    doc = load(case["file"])
+    assert doc["type"] == case["document_type"]
+    validate_document(doc)
+    events = events_of(doc)
+    assert len(events) == case["event_count"]
+    assert sorted(Counter(e["type"] for e in events).items()) == sorted(map(tuple, case["event_types"]))
+    outcomes = map_document(doc, origin=ORIGIN, signers=[ME])
+    assert [o.index for o in outcomes] == list(range(case["event_count"]))
+    assert [outcome(o) for o in outcomes] == EXPECTED[case["file"]]
+    for o, event in zip(outcomes, events):
+        assert o.event_id == event.get("eventID")
+        assert isinstance(o, Refused) and o.detail
+
+
+def open_to(recipient: str, lot: str, entry: str = "ab" * 32) -> Any:
+    """A ledger with one open handoff: ``lot`` to ``recipient``."""
+
+    def find(asked: str, to: str) -> LedgerHandoff | None:
+        return LedgerHandoff(entry, to, frozenset([lot])) if (asked, to) == (lot, recipient) else None
+
+    return find
+
+
+def test_receiving_maps_to_a_receipt_of_the_open_handoff_the_ledger_has() -> None:
+    """Example 9.6.2: the owning party receives 200 kg of an LGTIN it was sent."""
+    owner, lot = "urn:epc:id:sgln:0614141.00001.0", "urn:epc:class:lgtin:4012345.012345.998877"
+    [o] = map_document(load("examples/Example_9.6.2-ObjectEvent.jsonld"), origin=ORIGIN, signers=[owner], find_handoff=open_to(owner, lot))
+    assert isinstance(o, Mapped), o
+    p = o.payload
+    assert (p["type"], p["author"], p["handoff"], p["status"]) == ("receipt", owner, "ab" * 32, "accepted")
+    assert p["received_at"] == p["time"] == "2013-06-08T14:58:56.591000Z"
+    # The readPoint says where it arrived; the vendor's extension has no place in a receipt.
+    assert p["location"] == "urn:epc:id:sgln:0614141.00777.0"
+    assert o.ignored == ("example:myField",)
+    validate_payload(p)
+
+
+def test_receiving_after_a_refused_shipping_event_uses_the_ledgers_handoff() -> None:
+    """Example 9.6.1 (URN and Digital Link forms): the shipping event names nobody to ship
+    to, but the receiving event maps once the ledger has the handoff; times keep their offset."""
+    for name, lot in (
+        ("examples/Example_9.6.1-ObjectEvent.jsonld", "urn:epc:id:sgtin:0614141.107346.2018"),
+        ("examples/WithDigitalLinkID/Example_9.6.1-ObjectEventWithDigitalLink.jsonld", "https://id.gs1.org/01/70614141123451/21/2018"),
+    ):
+        shipping, receiving = map_document(load(name), origin=ORIGIN, signers=[ME], find_handoff=open_to(ME, lot))
+        assert isinstance(shipping, Refused) and shipping.code == "missing_party"
+        assert isinstance(receiving, Mapped), receiving
+        assert receiving.payload["received_at"] == "2005-04-05T02:33:31.116000Z"  # -06:00 in the event
+        assert receiving.payload["handoff"] == "ab" * 32
+        # A receipt has no place for business transactions: reported, not dropped silently.
+        assert "bizTransactionList" in receiving.ignored
+
+
+def test_mapping_is_deterministic() -> None:
+    """The same event maps to the same entry, so importing a document twice adds nothing."""
+    owner, lot = "urn:epc:id:sgln:0614141.00001.0", "urn:epc:class:lgtin:4012345.012345.998877"
+    doc = load("examples/Example_9.6.2-ObjectEvent.jsonld")
+    a = map_document(doc, origin=ORIGIN, signers=[owner], find_handoff=open_to(owner, lot))
+    b = map_document(copy.deepcopy(doc), origin=ORIGIN, signers=[owner], find_handoff=open_to(owner, lot))
+    assert isinstance(a[0], Mapped) and isinstance(b[0], Mapped)
+    assert a[0].entry_id == b[0].entry_id and a[0].payload == b[0].payload
+
+
+# --- the schema check can fail, formats included ------------------------------------------
+
+
+def _broken(edit: Any) -> Any:
+    doc = load("examples/Example_9.6.1-ObjectEvent.jsonld")
+    edit(doc)
+    return doc
+
+
+BROKEN = {
+    "epc-not-a-uri": lambda d: d["epcisBody"]["eventList"][0]["epcList"].__setitem__(0, "not a uri"),
+    "event-time-not-a-date": lambda d: d["epcisBody"]["eventList"][0].__setitem__("eventTime", "2005-13-03T20:33:31Z"),
+    "no-time-zone-offset": lambda d: d["epcisBody"]["eventList"][0].pop("eventTimeZoneOffset"),
+    "unknown-action": lambda d: d["epcisBody"]["eventList"][0].__setitem__("action", "MOVE"),
+    "unnamespaced-extension": lambda d: d["epcisBody"]["eventList"][0].__setitem__("myField", 1),
+    "no-event-list": lambda d: d["epcisBody"].pop("eventList"),
+    "no-context": lambda d: d.pop("@context"),
+    "quantity-as-string": lambda d: d["epcisBody"]["eventList"][0].__setitem__("quantityList", [{"epcClass": "urn:epc:class:lgtin:4012345.012345.998877", "quantity": "200"}]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_schema_refuses(name: str) -> None:
+    doc = _broken(BROKEN[name])
+    with pytest.raises(InvalidEpcisDocument) as err:
+        map_document(doc, origin=ORIGIN, signers=[ME])
+    assert err.value.code == "invalid_epcis_document"
+    assert str(err.value.facts["path"]).startswith("/")
+
+
+@pytest.mark.parametrize("value", [None, [], "EPCISDocument", {"type": "ObjectEvent"}])
+def test_not_a_document(value: Any) -> None:
+    with pytest.raises(InvalidEpcisDocument):
+        validate_document(value)
+
+
+def test_vectors_folder_keeps_its_source_note() -> None:
+    readme = (EPCIS / "README.md").read_text(encoding="utf-8")
+    assert "2b888befbc071e1c2d388e027b30149b3f51dcef" in readme
+    assert isinstance(Path(EPCIS / "schema" / "epcis-context.jsonld").read_bytes(), bytes)
