@@ -277,3 +277,45 @@ def test_ingest_never_waits_for_a_witness(rig_for: Callable[..., Rig]) -> None:
 def test_tlog_proof_refuses_bad_queries(client: FlaskClient, query: str) -> None:
     resp = client.get(f"/v1/proofs/tlog?{query}", unsigned=True)
     assert resp.status_code == 400 and resp.json["code"] == "invalid_proof_request"
+
+
+def test_certificates_of_a_witnessed_ledger_carry_the_cosignatures(rig_for: Callable[..., Rig]) -> None:
+    """A quiet ledger's head is witnessed: the certificate's checkpoint (and so every proof in
+    it) carries the witnesses' cosignatures, and still verifies offline."""
+    from ledger import jcs
+    from ledger.certificates import verify_certificate
+
+    from ..supply import lot, origin
+
+    rig = rig_for()
+    grove = Member("grove-1")
+    assert post_entry(rig.client, register(rig.env.admin, grove, ["producer"])).status_code == 201
+    assert post_entry(rig.client, origin(grove, lot("LOT-W1"))).status_code == 201
+    rig.witnessing.round()
+    resp = rig.client.get("/v1/lots/LOT-W1/certificate")
+    assert resp.status_code == 200
+    document = jcs.loads(resp.data)
+    vkey = verifier_for(ORIGIN, rig.env.ledger_key.public_key.raw)
+    assert verify_certificate(document, vkey).lot == "LOT-W1"
+    note = json_find_note(document)
+    _, found = cosignatures_in(note, [w.cosigner.verifier for w in rig.witnesses.values()])
+    assert len(found) == 2
+
+
+def json_find_note(document: Any) -> str:
+    """The checkpoint note inside a certificate document, wherever its format puts it."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str) and value.startswith(ORIGIN + "\n") and "\n\n\u2014 " in value:
+            found.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(document)
+    assert found, "no checkpoint note in the certificate"
+    return found[0]
