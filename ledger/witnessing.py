@@ -139,7 +139,11 @@ class Witnessing:
                 return WitnessResult(name, "waiting", size, "retrying after an earlier failure")
             old = max(stored, self._seen.get(name, 0))
         try:
-            result = self._submit(witness, url, head, old)
+            if old > size:
+                # Remembered from its 409: it holds more of this log than this ledger has.
+                result = WitnessResult(name, "conflict", size, _beyond(old, size))
+            else:
+                result = self._submit(witness, url, head, old)
         except Unavailable as exc:
             result = WitnessResult(name, "unreachable", size, exc.detail)
         except LedgerError as exc:
@@ -170,11 +174,13 @@ class Witnessing:
                 theirs = parse_size(body)
                 with self._lock:
                     self._seen[name] = theirs
-                if theirs == old or theirs > size:
+                if theirs > size:
+                    return WitnessResult(name, "conflict", size, _beyond(theirs, size))
+                if theirs == old:
                     return WitnessResult(
                         name, "conflict", size,
-                        f"the witness holds size {theirs} of another history than this ledger's "
-                        f"{size} (a split view, or a ledger restored from an old backup)",
+                        f"the witness cosigned another checkpoint of size {theirs}: it holds "
+                        "another history of this ledger (a split view)",
                     )
                 old = theirs
                 continue
@@ -239,6 +245,13 @@ class Witnessing:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def _beyond(theirs: int, size: int) -> str:
+    return (
+        f"the witness holds size {theirs}, beyond this ledger's {size}: entries it saw are gone "
+        "(a ledger restored from an old backup, or another copy of it was witnessed)"
+    )
 
 
 def published_checkpoint(store: Store, policy: WitnessPolicy | None) -> str:

@@ -319,3 +319,18 @@ def json_find_note(document: Any) -> str:
     walk(document)
     assert found, "no checkpoint note in the certificate"
     return found[0]
+
+
+def test_a_witness_ahead_of_the_ledger_is_a_conflict_every_round(rig_for: Callable[..., Rig], tmp_path: Path) -> None:
+    """The witness holds a larger size than this ledger (a restore from an old backup): its
+    409 is a conflict, and later rounds report it again without asking for an impossible proof."""
+    rig = rig_for(quorum="any", count=1)
+    rig.grow(1)
+    size = rig.head_size()
+    ahead = sign_checkpoint(Checkpoint(ORIGIN, size + 5, bytes(32)), signing_key=rig.env.ledger_key)
+    with WitnessState(tmp_path / "w0").locked(ORIGIN) as record:
+        record.save(ahead)
+    (first,) = rig.witnessing.round()
+    assert first.status == "conflict" and str(size + 5) in first.detail
+    (again,) = rig.witnessing.round(force=True)
+    assert again.status == "conflict" and "beyond" in again.detail
