@@ -33,6 +33,9 @@ SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
     "FILIERA_SQLITE_JOURNAL_MODE": ("sqlite_journal_mode", "SQLite journal mode: WAL"),
     "FILIERA_LOG_LEVEL": ("log_level", "logging level (INFO)"),
     "FILIERA_PROVENANCE_MAX_LOTS": ("provenance_max_lots", "most lots of a lineage a provenance query follows (2000)"),
+    "FILIERA_WITNESS_POLICY": ("witness_policy", "witness policy file (c2sp.org/tlog-policy); unset: no witnesses"),
+    "FILIERA_WITNESS_INTERVAL": ("witness_interval", "seconds between witnessing rounds (1)"),
+    "FILIERA_WITNESS_TIMEOUT": ("witness_timeout", "seconds to wait for one witness's answer (5)"),
 }
 
 
@@ -59,6 +62,9 @@ class Settings:
     sqlite_journal_mode: str = "WAL"
     log_level: str = "INFO"
     provenance_max_lots: int = 2000
+    witness_policy: Path | None = None
+    witness_interval: float = 1.0
+    witness_timeout: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -78,6 +84,7 @@ class Settings:
             "sqlite_synchronous": env.get("FILIERA_SQLITE_SYNCHRONOUS", "FULL").upper(),
             "sqlite_journal_mode": env.get("FILIERA_SQLITE_JOURNAL_MODE", "WAL").upper(),
             "log_level": env.get("FILIERA_LOG_LEVEL", "INFO").upper(),
+            "witness_policy": Path(env["FILIERA_WITNESS_POLICY"]) if env.get("FILIERA_WITNESS_POLICY") else None,
         }
         for name, attr, kind in (
             ("FILIERA_MAX_BODY_BYTES", "max_body_bytes", int),
@@ -86,6 +93,8 @@ class Settings:
             ("FILIERA_SEAL_TIMEOUT", "seal_timeout", float),
             ("FILIERA_SEAL_INTERVAL", "seal_interval", float),
             ("FILIERA_PROVENANCE_MAX_LOTS", "provenance_max_lots", int),
+            ("FILIERA_WITNESS_INTERVAL", "witness_interval", float),
+            ("FILIERA_WITNESS_TIMEOUT", "witness_timeout", float),
         ):
             if name in env:
                 try:

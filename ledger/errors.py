@@ -121,6 +121,15 @@ __all__ = [
     "PaymentConfirmed",
     "UnknownSubject",
     "NotAParty",
+    # witnessing (c2sp.org/tlog-witness, tlog-cosignature, tlog-policy)
+    "MalformedWitnessRequest",
+    "UnknownLog",
+    "UntrustedCheckpoint",
+    "OldSizeMismatch",
+    "ConflictingCheckpoint",
+    "InconsistentCheckpoint",
+    "CheckpointNotWitnessed",
+    "InvalidWitnessPolicy",
     "all_error_classes",
     "error_for_code",
 ]
@@ -691,6 +700,49 @@ class UnknownSubject(RuleViolation):
 class NotAParty(Forbidden):
     code = "not_a_party"
     title = "Signer is not a party to this entry"
+
+
+# --- witnessing: c2sp.org/tlog-witness (the witness's answers) and the ledger's policy ------
+
+
+class MalformedWitnessRequest(MalformedInput):
+    code = "malformed_witness_request"
+    title = "Malformed add-checkpoint request"
+
+
+class UnknownLog(NotFound):
+    code = "unknown_log"
+    title = "Witness does not know this log"
+
+
+class UntrustedCheckpoint(Forbidden):
+    code = "untrusted_checkpoint"
+    title = "Checkpoint not signed by the log's known key"
+
+
+class OldSizeMismatch(Conflict):
+    code = "old_size_mismatch"
+    title = "Old size is not the witness's latest size"
+
+
+class ConflictingCheckpoint(Conflict):
+    code = "conflicting_checkpoint"
+    title = "Checkpoint conflicts with one the witness cosigned"
+
+
+class InconsistentCheckpoint(IntegrityFailure):
+    code = "inconsistent_checkpoint"
+    title = "Consistency proof does not verify"
+
+
+class CheckpointNotWitnessed(Unavailable):
+    code = "checkpoint_not_witnessed"
+    title = "No checkpoint has met the witness quorum yet"
+
+
+class InvalidWitnessPolicy(ConfigurationError):
+    code = "invalid_witness_policy"
+    title = "Invalid witness policy file"
 
 
 def all_error_classes() -> list[type[LedgerError]]:

@@ -47,6 +47,7 @@ from .notes import Checkpoint, TlogProof, sign_checkpoint
 from .rules import Position, apply_entry, prefetch, verify_signatures
 from .state import LedgerState
 from .storage import projection
+from .storage.cosignatures import with_cosignatures
 from .storage.store import BlockRow, DbStateSource, EntryRow, Store
 from .visibility import entry_parties
 
@@ -631,8 +632,13 @@ class Sealer:
                 by_block.setdefault(entry.height, []).append(entry)
         out: dict[str, Receipt] = {}
         for height, entries in by_block.items():
-            block = blocks.get(height) or self.store.block(conn, height)
-            assert block is not None
+            block = blocks.get(height)
+            if block is None:
+                stored = self.store.block(conn, height)
+                assert stored is not None
+                # An older block may have been witnessed since it was sealed: its receipt
+                # then carries the cosignatures (PROTOCOL §5).
+                block = with_cosignatures(conn, stored)
             plans = {e.id: inclusion_plan(index=e.idx, tree_size=block.tree_size) for e in entries}
             wanted = set().union(*(plan_nodes(p) for p in plans.values()))
             nodes = {n: known[n] for n in wanted if n in known}

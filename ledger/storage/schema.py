@@ -5,7 +5,8 @@ what the code queries, and a test checks the two stay in step.
 
 Log tables, which the database itself refuses to UPDATE or DELETE (triggers installed by the
 migration): ``entries``, ``blocks``, ``merkle_nodes``. Everything else is derived from them
-(``participants``, ``participant_keys``) or transient (``pending``).
+(``participants``, ``participant_keys``) or transient (``pending``), except the witnesses'
+``cosignatures``: evidence from outside, append-only like the log.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ __all__ = [
     "attestations",
     "entry_parties",
     "request_nonces",
+    "cosignatures",
     "LOG_TABLES",
+    "APPEND_ONLY_TABLES",
 ]
 
 metadata = MetaData(
@@ -243,3 +246,21 @@ request_nonces = Table(
     Column("key_id", String(16), nullable=False),
     Column("seen_at", BigInteger, nullable=False, index=True),
 )
+
+# Witness cosignatures of the ledger's checkpoints (c2sp.org/tlog-cosignature v1), each verified
+# against the witness's key and the checkpoint body of the block of that tree size before it
+# is stored. Append-only (triggers in migration 0003): evidence is never rewritten.
+cosignatures = Table(
+    "cosignatures",
+    metadata,
+    # The witness's note key name and 8-hex key ID (type 0x04), as in its signature line.
+    Column("witness", String(255), primary_key=True),
+    Column("key_id", String(8), primary_key=True),
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("line", Text, nullable=False),
+)
+Index("ix_cosignatures_tree_size", cosignatures.c.tree_size)
+
+# Tables the database refuses to UPDATE or DELETE.
+APPEND_ONLY_TABLES = (*LOG_TABLES, "cosignatures")
