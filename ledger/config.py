@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -33,6 +34,7 @@ SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
     "FILIERA_SQLITE_JOURNAL_MODE": ("sqlite_journal_mode", "SQLite journal mode: WAL"),
     "FILIERA_LOG_LEVEL": ("log_level", "logging level (INFO)"),
     "FILIERA_PROVENANCE_MAX_LOTS": ("provenance_max_lots", "most lots of a lineage a provenance query follows (2000)"),
+    "FILIERA_PUBLIC_URL": ("public_url", "base URL that product-page QR codes encode (none: the request's own)"),
 }
 
 
@@ -59,6 +61,7 @@ class Settings:
     sqlite_journal_mode: str = "WAL"
     log_level: str = "INFO"
     provenance_max_lots: int = 2000
+    public_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -78,6 +81,7 @@ class Settings:
             "sqlite_synchronous": env.get("FILIERA_SQLITE_SYNCHRONOUS", "FULL").upper(),
             "sqlite_journal_mode": env.get("FILIERA_SQLITE_JOURNAL_MODE", "WAL").upper(),
             "log_level": env.get("FILIERA_LOG_LEVEL", "INFO").upper(),
+            "public_url": env.get("FILIERA_PUBLIC_URL", ""),
         }
         for name, attr, kind in (
             ("FILIERA_MAX_BODY_BYTES", "max_body_bytes", int),
@@ -98,4 +102,21 @@ class Settings:
             settings = replace(
                 settings, database_url=f"sqlite:///{(settings.data_dir / 'filiera.db').resolve()}"
             )
-        return replace(settings, database_url=normalise_database_url(settings.database_url))
+        return replace(
+            settings,
+            database_url=normalise_database_url(settings.database_url),
+            public_url=_public_url(settings.public_url),
+        )
+
+
+def _public_url(value: str) -> str:
+    """The public base URL without a trailing slash; it is printed on labels, so only an
+    absolute http(s) URL without query or fragment will do. Raises ConfigurationError."""
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"FILIERA_PUBLIC_URL must be an absolute http(s) URL such as https://trace.example.com, got {value!r}"
+        )
+    return value.rstrip("/")

@@ -30,6 +30,7 @@ COMPARE_OPTS = {"compare_type": True, "compare_server_default": True}
 LEDGER_TABLES = {
     "entries", "blocks", "merkle_nodes", "pending", "participants", "participant_keys",
     "lots", "lot_lineage", "lot_handoffs", "handoffs", "contracts", "payments", "attestations", "entry_parties", "request_nonces",
+    "engagement_daily",
 }
 
 
