@@ -26,10 +26,11 @@ __all__ = [
 ]
 
 AI10_MAX = 20
-_GTIN = re.compile(r"\d{8}|\d{12,14}")
-_NAMED = re.compile(r"(?:^|[\s,;(])GTIN[\s:#-]*(\d{8}|\d{12,14})\)?\s*$", re.IGNORECASE)
+# ASCII digits only: ``\d`` would accept any Unicode digit ("٠٩٥...").
+_GTIN = re.compile(r"[0-9]{8}|[0-9]{12,14}")
+_NAMED = re.compile(r"(?:^|[\s,;(])GTIN[\s:#-]*([0-9]{8}|[0-9]{12,14})\)?\s*$", re.IGNORECASE)
 # GS1 character set 82 (General Specifications Figure 7.11-1), which AI 10 values use.
-_CSET82 = re.compile(r"[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}")
+_CSET82 = re.compile(r"[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}", re.ASCII)
 
 
 def check_digit(body: str) -> int:
