@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -628,3 +629,38 @@ def test_text_colours_meet_wcag_aa_contrast(world: World) -> None:
     low = {name: round(contrast(*pair), 2) for name, pair in pairs.items() if contrast(*pair) < 4.5}
     assert low == {}
     assert contrast("#000000", "#ffffff") == pytest.approx(21.0)
+
+
+# --- docs/privacy.md stays true ------------------------------------------------------------
+
+PRIVACY_DOC = Path(__file__).resolve().parents[2] / "docs" / "privacy.md"
+
+
+def test_the_privacy_doc_lists_every_table() -> None:
+    text = PRIVACY_DOC.read_text(encoding="utf-8")
+    table_rows = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    named = {n for ln in table_rows for n in re.findall(r"`([a-z_]+)`", ln.split("|")[2])}
+    assert set(t.metadata.tables) <= named, f"tables missing from docs/privacy.md: {set(t.metadata.tables) - named}"
+
+
+def test_the_privacy_docs_erasing_statements_run(app: Flask) -> None:
+    store = app.extensions["filiera"].store
+    day = datetime.now(timezone.utc).date()
+    for lot_id in ("EVO-MIL-000001", "OTHER-1"):
+        count_view(store, day=day, lot=lot_id, product="oil", country="IT", region="Puglia")
+    now = int(datetime.now(timezone.utc).timestamp())
+    with store.write() as conn:  # directly: remember_nonce itself prunes now and then
+        conn.execute(t.request_nonces.insert(), [
+            {"nonce": "n" * 20 + "old", "key_id": "0" * 16, "seen_at": now - 3600},
+            {"nonce": "n" * 20 + "new", "key_id": "0" * 16, "seen_at": now - 5},
+        ])
+    block = PRIVACY_DOC.read_text(encoding="utf-8").split("```sql\n", 1)[1].split("```", 1)[0]
+    other = "PostgreSQL" if store.dialect == "sqlite" else "SQLite"
+    statements = [ln.split(";")[0] for ln in block.splitlines() if ln.startswith("DELETE") and not ln.endswith(other)]
+    assert len(statements) == 5
+    with store.write() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    with store.read() as conn:
+        assert conn.execute(select(t.engagement_daily)).all() == []
+        assert [r.nonce for r in conn.execute(select(t.request_nonces))] == ["n" * 20 + "new"]
