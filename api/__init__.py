@@ -69,8 +69,8 @@ def create_app(
     app.extensions["filiera"] = Services(settings, store, sealer, key.public_key)
     problems.register(app)
 
-    from .routes import blocks, engagement, entries, ledger, lots, meta, participants, proofs, public
+    from .routes import blocks, engagement, entries, export, ledger, lots, meta, participants, proofs, public
 
-    for module in (ledger, entries, blocks, proofs, participants, lots, engagement, public, meta):
+    for module in (ledger, entries, blocks, proofs, participants, lots, export, engagement, public, meta):
         app.register_blueprint(module.bp)
     return app

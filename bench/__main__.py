@@ -7,6 +7,8 @@ Sections (all in one run, so every ratio has its baseline from the same minutes)
 3. batch     POST /v1/entries/batch, 1,000 entries a request
 4. proofs    inclusion and consistency proofs on ledgers of 10k and 100k entries
 5. demo      realistic mix: `filiera demo --lots N` built in-process (100,000 lots by default)
+6. audit     `filiera audit` of a demo export (392,000 lots: about a million entries), entries/s
+             beside the raw verify rate of all cores, and the peak memory of its process tree
 
 Sections 2-5 run on SQLite and on PostgreSQL (the 100k demo on SQLite only, unless --demo-pg).
 See bench/README.md.
@@ -35,13 +37,17 @@ TARGETS = {
     "single_entries_per_s": 1000.0,
     "batch_ratio_to_2core_verify": 0.25,
     "proof_ms_at_100k": 2.0,
+    "audit_ratio_to_all_core_verify": 0.70,
+    "audit_peak_mb": 300.0,
 }
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     ap.add_argument("--backends", default="sqlite,postgresql", help="comma-separated (default: both)")
-    ap.add_argument("--only", default="baseline,single,batch,proofs,demo", help="sections to run")
+    ap.add_argument("--only", default="baseline,single,batch,proofs,demo,audit", help="sections to run")
+    ap.add_argument("--audit-lots", type=int, default=392_000, help="lots of the audited demo (about 2.6 entries each)")
+    ap.add_argument("--audit-workers", type=int, default=None, help="filiera audit --workers (default: every core)")
     ap.add_argument("--demo-lots", type=int, default=100_000, help="lots of the realistic-mix demo")
     ap.add_argument("--demo-pg-lots", type=int, default=5_000, help="lots of the demo on PostgreSQL")
     ap.add_argument("--pg-url", default=DEFAULT_PG, help="PostgreSQL server (a fresh schema is used)")
@@ -61,7 +67,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.quick:
         a.seconds, a.per_client, a.batches, a.sizes, a.samples, a.verify_seconds = 4.0, 400, 1, "2000,5000", 100, 1.0
-        a.demo_lots, a.demo_pg_lots = 1_000, 500
+        a.demo_lots, a.demo_pg_lots, a.audit_lots = 1_000, 500, 2_000
     return a
 
 
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine: {m['cpu_model']}, {m['cores']} cores, Python {m['python']}, "
         f"SQLite {m['sqlite']}, PostgreSQL {m['postgresql'] or 'unreachable'}")
 
-    if "baseline" in sections or sections & {"single", "batch", "demo"}:
+    if "baseline" in sections or sections & {"single", "batch", "demo", "audit"}:
         log("baseline: raw Ed25519 verify, 1 process")
         results["baseline"]["verify_1"] = baseline.verify_rate(processes=1, seconds=a.verify_seconds)
         log("baseline: raw Ed25519 verify, 2 processes")
@@ -172,6 +178,20 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"ERROR {backend} demo: {exc!r}")
                     traceback.print_exc()
 
+    if "audit" in sections:
+        from .audit import run_audit
+
+        log(f"audit: filiera audit of a {a.audit_lots:,}-lot demo export")
+        try:
+            r = run_audit(lots=a.audit_lots, cache=a.out, workers=a.audit_workers, log=log)
+            results["audit"] = r
+            log(f"  {r['entries']:,} entries, {r['signatures']:,} signatures in {r['seconds']:.1f} s: "
+                f"{r['entries_per_s']:,.0f} entries/s, peak {r['peak_pss_mb']:.0f} MB (PSS of the process tree)")
+        except Exception as exc:  # noqa: BLE001
+            results["errors"].append(f"audit: {exc!r}")
+            log(f"ERROR audit: {exc!r}")
+            traceback.print_exc()
+
     results["seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     _ratios(results)
@@ -196,6 +216,10 @@ def _ratios(results: dict[str, Any]) -> None:
                 r["signature_ratio_to_2core_verify"] = r["entries_per_s"] * r["signatures_per_entry"] / v2
         if "demo" in res:
             res["demo"]["ratio_to_2core_verify"] = res["demo"]["entries_per_s"] / v2
+    if "audit" in results:
+        r = results["audit"]
+        r["ratio_to_all_core_verify"] = r["entries_per_s"] / v2
+        r["signature_ratio_to_all_core_verify"] = r["signatures_per_s"] / v2
 
 
 if __name__ == "__main__":

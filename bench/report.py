@@ -118,6 +118,21 @@ def render(results: dict[str, Any]) -> str:
         row("  time to build, entries/s", [cell(c, lambda r: "{seconds:,.0f} s, {entries_per_s:,.0f}/s".format(**r["demo"])) for c in cols])
         row("  ratio to 2-core verify, CPU ms per entry", [cell(c, lambda r: "{:.3f}, {:.2f}".format(r["demo"].get("ratio_to_2core_verify", 0.0), r["demo"]["cpu_ms_per_entry"])) for c in cols])
     lines.extend(rows)
+    audit = results.get("audit")
+    if audit:
+        ratio = audit.get("ratio_to_all_core_verify", 0.0)
+        lines += [
+            "",
+            f"offline audit (filiera audit, {audit['workers']} worker processes) of a {audit['lots']:,}-lot demo export "
+            f"({audit['bundle_bytes'] / 2**20:,.0f} MiB, {audit['entries']:,} entries, {audit['signatures']:,} signatures):",
+            f"  {audit['seconds']:,.1f} s: {audit['entries_per_s']:,.0f} entries/s = {ratio:.2f} of the all-core verify rate "
+            f"{_mark(ratio >= t['audit_ratio_to_all_core_verify'])} (target >= {t['audit_ratio_to_all_core_verify']:.2f}); "
+            f"{audit['signatures_per_s']:,.0f} signatures/s = {audit.get('signature_ratio_to_all_core_verify', 0.0):.2f}",
+            f"  peak memory {audit['peak_pss_mb']:,.0f} MB PSS of the process tree "
+            f"{_mark(audit['peak_pss_mb'] < t['audit_peak_mb'])} (target < {t['audit_peak_mb']:.0f} MB; "
+            f"RSS summed over processes {audit['peak_rss_sum_mb']:,.0f} MB, main process {audit['peak_main_rss_mb']:,.0f} MB)",
+            f"  CPU {audit['cpu_seconds']:,.1f} s over {audit['seconds']:,.1f} s of wall time",
+        ]
     for e in results["errors"]:
         lines.append(f"ERROR: {e}")
     return "\n".join(lines)

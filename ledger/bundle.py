@@ -8,9 +8,10 @@ A bundle is UTF-8 NDJSON: one JSON object per line, each with a ``type``. In ord
     ``from_index`` (the first entry index the bundle holds: 0, or the ``first_index`` of a
     block for a partial export) and ``created``.
 ``consistency``
-    optional, before the first block of a partial bundle: ``{"from": m, "to": n, "hashes":
-    [...]}``, an RFC 9162 consistency proof from the tree size an auditor trusted to the
-    bundle's ``checkpoint``, so a forked history is caught before any entry is read.
+    optional, before the first block: ``{"from": m, "to": n, "hashes": [...], "checkpoint":
+    note}``, an RFC 9162 consistency proof from the tree size an auditor trusted to the signed
+    checkpoint at ``n`` that ends the bundle, so a forked history is caught before any entry
+    is read.
 ``block``
     ``header``, ``hash``, ``signature``, ``checkpoint`` (the block's signed note); followed
     by exactly ``tree_size - first_index`` lines of
@@ -53,6 +54,7 @@ __all__ = [
     "entry_line",
     "checkpoint_line",
     "end_line",
+    "read_record",
     "read_records",
     "last_complete_block",
 ]
@@ -81,6 +83,7 @@ class BundleConsistency:
     from_size: int
     to_size: int
     hashes: tuple[str, ...]
+    checkpoint: str
     line: int
 
 
@@ -140,8 +143,10 @@ def header_line(
     )
 
 
-def consistency_line(*, from_size: int, to_size: int, hashes: Sequence[str]) -> bytes:
-    return _dump({"type": "consistency", "from": from_size, "to": to_size, "hashes": list(hashes)})
+def consistency_line(*, from_size: int, to_size: int, hashes: Sequence[str], checkpoint: str) -> bytes:
+    return _dump(
+        {"type": "consistency", "from": from_size, "to": to_size, "hashes": list(hashes), "checkpoint": checkpoint}
+    )
 
 
 def block_line(*, header: Mapping[str, Any], hash: str, signature: str, checkpoint: str | None) -> bytes:
@@ -238,7 +243,11 @@ def _record(obj: Any, line: int) -> Record:
         if not all(isinstance(h, str) for h in hashes):
             raise _bad(line, "consistency hashes must be hex strings")
         return BundleConsistency(
-            from_size=_int(obj, "from", line), to_size=_int(obj, "to", line), hashes=tuple(hashes), line=line
+            from_size=_int(obj, "from", line),
+            to_size=_int(obj, "to", line),
+            hashes=tuple(hashes),
+            checkpoint=_field(obj, "checkpoint", str, line),
+            line=line,
         )
     if kind == "checkpoint":
         return BundleCheckpoint(checkpoint=_field(obj, "checkpoint", str, line), line=line)
@@ -250,6 +259,15 @@ def _record(obj: Any, line: int) -> Record:
             line=line,
         )
     raise _bad(line, f"unknown record type {kind!r}")
+
+
+def read_record(raw: bytes, line: int) -> Record:
+    """Parse one line of a bundle. Raises MalformedBundle naming the line."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise _bad(line, f"not JSON ({exc.__class__.__name__})") from exc
+    return _record(obj, line)
 
 
 def read_records(lines: Iterable[bytes]) -> Iterator[Record]:
@@ -268,11 +286,7 @@ def read_records(lines: Iterable[bytes]) -> Iterator[Record]:
             if raw.strip():
                 raise _bad(n, "data after the end record")
             continue
-        try:
-            obj = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise _bad(n, f"not JSON ({exc.__class__.__name__})") from exc
-        record = _record(obj, n)
+        record = read_record(raw, n)
         if n == 1 and not isinstance(record, BundleHeader):
             raise _bad(1, "a bundle starts with its 'bundle' header record")
         if n > 1 and isinstance(record, BundleHeader):
@@ -296,7 +310,7 @@ def last_complete_block(lines: Iterable[bytes]) -> tuple[int, int, int] | None:
             break  # a line cut short in transit
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             break
         kind = obj.get("type") if isinstance(obj, dict) else None
         if kind == "block":

@@ -115,7 +115,7 @@ def _parse_signature(obj: Any, i: int) -> Signature:
     return Signature(signer=signer, key_id=kid, sig=sig)
 
 
-def parse_envelope(obj: Any, *, origin: str | None) -> Envelope:
+def parse_envelope(obj: Any, *, origin: str | None, plain: bytes | None = None) -> Envelope:
     """Check an envelope's shape and compute its id, leaf data and leaf hash.
 
     ``origin`` is the ledger's origin that ``payload.ledger`` must equal (None only while
@@ -135,7 +135,13 @@ def parse_envelope(obj: Any, *, origin: str | None) -> Envelope:
     if "signatures" not in obj:
         raise MissingField("missing field signatures", field="signatures")
     payload = obj["payload"]
-    entry_type = validate_payload(payload)
+    # ``plain``: the canonical leaf ``obj`` was parsed from (jcs.loads_canonical). Its keys are
+    # exactly "payload" < "signatures", so the payload's JCS is the text between them, and that
+    # text can screen for personal data in one pass.
+    payload_bytes = None
+    if plain is not None and isinstance(payload, dict):
+        payload_bytes = plain[len(_LEAF_HEAD) : plain.rindex(_LEAF_SIGNATURES)]
+    entry_type = validate_payload(payload, text=payload_bytes)
     if origin is not None and payload["ledger"] != origin:
         raise WrongLedger(
             f"payload.ledger is {payload['ledger']!r} but this ledger is {origin!r}; "
@@ -155,12 +161,28 @@ def parse_envelope(obj: Any, *, origin: str | None) -> Envelope:
             raise InvalidField(
                 f"two signatures by {a.signer} with key {a.key_id}", field="signatures"
             )
-    return _build(payload, tuple(sigs), entry_type)
+    signatures = tuple(sigs)
+    if plain is not None and payload_bytes is not None and [sig.to_json() for sig in signatures] == raw_sigs:
+        # Signatures already in canonical order and encoding: the leaf is the text parsed.
+        return _build(payload, signatures, entry_type, payload_bytes, plain)
+    return _build(payload, signatures, entry_type, payload_bytes)
 
 
-def _build(payload: Mapping[str, Any], sigs: tuple[Signature, ...], entry_type: EntryType) -> Envelope:
-    id_raw = hashlib.sha256(jcs.canonicalize(payload)).digest()
-    leaf_data = jcs.canonicalize({"payload": payload, "signatures": [s.to_json() for s in sigs]})
+def _build(
+    payload: Mapping[str, Any],
+    sigs: tuple[Signature, ...],
+    entry_type: EntryType,
+    payload_bytes: bytes | None = None,
+    leaf: bytes | None = None,
+) -> Envelope:
+    if payload_bytes is not None:
+        id_raw = hashlib.sha256(payload_bytes).digest()
+        leaf_data = leaf if leaf is not None else jcs.dumps_plain(
+            {"payload": payload, "signatures": [s.to_json() for s in sigs]}
+        )
+    else:
+        id_raw = hashlib.sha256(jcs.canonicalize(payload)).digest()
+        leaf_data = jcs.canonicalize({"payload": payload, "signatures": [s.to_json() for s in sigs]})
     return Envelope(
         payload=payload,
         signatures=sigs,
@@ -172,11 +194,18 @@ def _build(payload: Mapping[str, Any], sigs: tuple[Signature, ...], entry_type: 
     )
 
 
+_LEAF_HEAD = b'{"payload":'
+_LEAF_SIGNATURES = b',"signatures":'
+
+
 def envelope_from_leaf(leaf_data: bytes, *, origin: str | None) -> Envelope:
     """Re-read an envelope from its stored leaf data (strict: the same checks as on intake).
 
     Raises MalformedInput leaves if the stored bytes are not a valid envelope.
     """
+    fast = jcs.loads_canonical(leaf_data)
+    if fast is not None:
+        return parse_envelope(fast, origin=origin, plain=leaf_data)
     return parse_envelope(jcs.loads(leaf_data), origin=origin)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "InvalidSignatureEncoding",
     "InvalidProofRequest",
     "InvalidPage",
+    "InvalidExportRange",
     "PersonalData",
     "MalformedNote",
     "MalformedProof",
@@ -53,6 +54,7 @@ __all__ = [
     "RoleNotAllowed",
     "QuorumNotMet",
     "MissingSignature",
+    "AuditorsOnly",
     # not found
     "EntryNotFound",
     "BlockNotFound",
@@ -87,11 +89,16 @@ __all__ = [
     "InvalidNoteSignature",
     "NoTrustedSignature",
     "OriginMismatch",
+    "SplitView",
+    "Rollback",
+    "WrongTreeSize",
+    "WrongSubject",
     "InvalidCertificate",
     # local configuration
     "ConfigurationError",
     "UnsafeKeyFile",
     "InvalidKeyFile",
+    "InvalidSnapshot",
     "NotCustodian",
     "LotInTransit",
     "LotConsumed",
@@ -269,6 +276,11 @@ class InvalidPage(MalformedInput):
     title = "Invalid paging parameters"
 
 
+class InvalidExportRange(MalformedInput):
+    code = "invalid_export_range"
+    title = "Export range out of range"
+
+
 class PersonalData(MalformedInput):
     code = "personal_data"
     title = "Personal data refused"
@@ -342,6 +354,13 @@ class QuorumNotMet(Forbidden):
 class MissingSignature(Forbidden):
     code = "missing_signature"
     title = "A required signature is missing"
+
+
+class AuditorsOnly(Forbidden):
+    """A read that shows every entry of the log (the export) to someone who may not see them all."""
+
+    code = "auditors_only"
+    title = "Only auditors and admins may do this"
 
 
 # --- not found ---------------------------------------------------------------------------
@@ -497,6 +516,34 @@ class OriginMismatch(IntegrityFailure):
     title = "Checkpoint is for another log"
 
 
+class SplitView(IntegrityFailure):
+    """Two checkpoints signed by the ledger key describe histories that cannot both be true."""
+
+    code = "split_view"
+    title = "Two signed checkpoints show different histories"
+
+
+class Rollback(IntegrityFailure):
+    """A checkpoint signed by the ledger key is smaller than one already verified."""
+
+    code = "rollback"
+    title = "Signed checkpoint is older than one already seen"
+
+
+class WrongTreeSize(InvalidProof):
+    """An inclusion proof presented with a checkpoint of a tree size it was not made for."""
+
+    code = "wrong_tree_size"
+    title = "Proof made for another tree size"
+
+
+class WrongSubject(IntegrityFailure):
+    """Evidence that verifies, but about another entry or lot than the one asked for."""
+
+    code = "wrong_subject"
+    title = "Evidence is about something else"
+
+
 class InvalidCertificate(IntegrityFailure):
     """An origin certificate that does not verify; ``reason`` says which part failed."""
 
@@ -520,6 +567,11 @@ class UnsafeKeyFile(ConfigurationError):
 class InvalidKeyFile(ConfigurationError):
     code = "invalid_key_file"
     title = "Key file is not a valid Filiera key file"
+
+
+class InvalidSnapshot(ConfigurationError):
+    code = "invalid_snapshot"
+    title = "Unusable audit state snapshot"
 
 
 # --- supply chain and commerce (PROTOCOL §4) --------------------------------------------

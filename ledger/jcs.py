@@ -349,3 +349,74 @@ _DECODER: Final = json.JSONDecoder(
     parse_constant=_constant,
     strict=True,
 )
+
+
+# --- fast path for stored canonical documents -------------------------------------------------
+
+
+class _NotFast(Exception):
+    """A stored document the fast path leaves to the strict parser."""
+
+
+def _fast_reject(_: str) -> Any:
+    raise _NotFast
+
+
+def _fast_int(text: str) -> int:
+    value = int(text)
+    if not -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
+        raise _NotFast
+    return value
+
+
+def _fast_float(text: str) -> float:
+    # Python's repr and ECMAScript's Number::toString (RFC 8785 §3.2.2.3) both give the
+    # shortest round-tripping digits; they agree in notation for non-integral magnitudes in
+    # [1e-4, 1e16), where neither switches to an exponent. Anything else takes the slow path.
+    value = float(text)
+    if value.is_integer() or not 1e-4 <= abs(value) < 1e16:
+        raise _NotFast
+    return value
+
+
+_FAST_DECODER: Final = json.JSONDecoder(
+    parse_int=_fast_int, parse_float=_fast_float, parse_constant=_fast_reject, strict=True
+)
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+def dumps_plain(value: Any) -> bytes:
+    """RFC 8785 form, at C speed, of a value whose floats are all non-integral with magnitudes
+    in [1e-4, 1e16) and whose strings hold no character outside the Basic Multilingual Plane:
+    for such values JCS is exactly Python's sorted, compact, non-ASCII-escaping JSON (numbers
+    print alike; UTF-16 and code-point key orders agree). Callers must guarantee the
+    precondition (:func:`loads_canonical` does)."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def loads_canonical(data: bytes, *, max_depth: int = MAX_DEPTH) -> Any | None:
+    """Parse ``data`` only if it is already canonical RFC 8785 JSON that :func:`loads` accepts
+    and that :func:`dumps_plain` can re-encode (see its precondition);
+    None otherwise, for the caller to fall back to :func:`loads` and :func:`canonicalize`.
+
+    The verifier's hot path: stored leaves are canonical, and C-speed parsing plus one
+    comparison replaces the pure-Python strict parse and re-encoding. Every document this
+    accepts, :func:`loads` accepts with the same value: duplicate keys, NaN, integers out of
+    range, lone surrogates, BOMs and excess depth all fall back.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    try:
+        _check_depth(text, max_depth)
+    except TooDeep:
+        return None
+    if not text.isascii() and _ASTRAL.search(text) is not None:
+        return None
+    try:
+        value = _FAST_DECODER.decode(text)
+        again = dumps_plain(value)
+    except (_NotFast, ValueError, UnicodeEncodeError, RecursionError):
+        return None
+    return value if again == data else None

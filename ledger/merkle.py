@@ -157,6 +157,10 @@ class Frontier:
         """Number of leaves in the tree."""
         return self._size
 
+    def hashes(self) -> list[bytes]:
+        """The hashes of :meth:`nodes`, largest first (what the constructor takes)."""
+        return list(self._hashes)
+
     def nodes(self) -> list[NodeId]:
         """Name the nodes whose hashes this frontier holds, largest first."""
         return self.needed(self._size)

@@ -85,6 +85,7 @@ class _Index:
     """The story's entries by the questions provenance asks of them."""
 
     makers: dict[str, StoryEntry] = field(default_factory=dict)
+    specs: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     consumers: dict[str, StoryEntry] = field(default_factory=dict)
     handoffs: dict[str, list[StoryEntry]] = field(default_factory=dict)
     receipts: dict[str, StoryEntry] = field(default_factory=dict)
@@ -98,12 +99,11 @@ class _Index:
         # In log order, so that the first entry wins where a forged story offers two.
         for e in entries:
             p = e.payload
-            if e.type == "origin":
-                for spec in p["lots"]:
-                    ix.makers.setdefault(str(spec["lot"]), e)
-            elif e.type == "transform":
-                for spec in p["outputs"]:
-                    ix.makers.setdefault(str(spec["lot"]), e)
+            if e.type in ("origin", "transform"):
+                for spec in p["lots"] if e.type == "origin" else p["outputs"]:
+                    if ix.makers.setdefault(str(spec["lot"]), e) is e:
+                        ix.specs[str(spec["lot"])] = spec
+            if e.type == "transform":
                 for lot in p["inputs"]:
                     ix.consumers.setdefault(str(lot), e)
             elif e.type == "handoff":
@@ -120,11 +120,8 @@ class _Index:
         return ix
 
     def spec(self, lot: str) -> Mapping[str, Any] | None:
-        m = self.makers.get(lot)
-        if m is None:
-            return None
-        specs: list[Mapping[str, Any]] = m.payload["lots"] if m.type == "origin" else m.payload["outputs"]
-        return next(s for s in specs if s["lot"] == lot)
+        """The lot's ``{lot, product, quantity, unit}`` in the entry that made it."""
+        return self.specs.get(lot)
 
     def parents(self, lot: str) -> tuple[str, ...]:
         m = self.makers.get(lot)

@@ -351,6 +351,33 @@ class LedgerState:
     def put_entry(self, entry_id: str) -> None:
         self._entries[_digest(entry_id)] = True
 
+    # --- snapshots (ledger.snapshot) ------------------------------------------------------
+
+    def records(self, kind: str) -> dict[str, Any]:
+        """Every record of ``kind`` held in memory, by key (None: known not to exist)."""
+        return self._records[kind]
+
+    def used_nonces(self) -> tuple[bytes, list[str | None]]:
+        """The digests of every (author, nonce) used, concatenated, and the entry of each."""
+        keys = sorted(k for k, v in self._nonces.items() if v is not None)
+        return b"".join(keys), [self._nonces[k] for k in keys]
+
+    def used_entries(self) -> bytes:
+        return b"".join(sorted(k for k, v in self._entries.items() if v))
+
+    def restore(self, kind: str, rec: Any) -> None:
+        """Put a record back from a snapshot: as it was, not as a change to flush."""
+        self._records[kind][rec.ident] = rec
+
+    def restore_used(self, nonces: bytes, nonce_entries: Sequence[str | None], entries: bytes) -> None:
+        size = len(nonces) // 16
+        if len(nonces) != 16 * size or len(nonce_entries) != size or len(entries) % 16:
+            raise ValueError("nonce and entry digests are 16 bytes each, one entry per nonce")
+        for i in range(size):
+            self._nonces[nonces[16 * i : 16 * i + 16]] = nonce_entries[i]
+        for i in range(0, len(entries), 16):
+            self._entries[entries[i : i + 16]] = True
+
     # --- what changed, for flushing -----------------------------------------------------
 
     def changed(self, kind: str) -> list[Any]:

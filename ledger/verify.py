@@ -24,12 +24,16 @@ from .blocks import GENESIS_PREV, BlockHeader, verify_block_signature
 from .encoding import parse_time
 from .entries import envelope_from_leaf
 from .errors import ChainBroken, LedgerError, SignatureRejected
+from datetime import datetime
+
 from .merkle import Frontier, NodeId
 from .notes import Checkpoint, verifier_for, verify_checkpoint
-from .rules import Position, apply_entry, verify_signatures
+from .entries import Envelope
+from .rules import Position, apply_entry, signature_keys, verify_signatures
 from .state import KeyRecord, LedgerState, ParticipantRecord
 
 __all__ = [
+    "ChainCursor",
     "StoredLeaf",
     "StoredBlock",
     "VerifyReport",
@@ -64,6 +68,28 @@ StateCheck = Callable[[LedgerState], None]
 """Receives every participant and key as the replayed log leaves them; raises ChainBroken."""
 
 
+@dataclass(slots=True)
+class ChainCursor:
+    """Where a verification stands after a block: enough to carry on from there later.
+
+    A fresh cursor starts at block 0. The audit saves one after a clean run (a *state
+    snapshot*) and resumes from it to check only what a later bundle adds.
+    """
+
+    state: LedgerState
+    frontier: Frontier
+    prev_hash: str = GENESIS_PREV
+    prev_time: datetime | None = None
+    origin: str = ""
+    key: bytes | None = None
+    height: int = 0  # the next block's height
+    entries: int = 0  # entries checked, counting those of earlier runs
+
+    @classmethod
+    def start(cls) -> ChainCursor:
+        return cls(state=LedgerState(), frontier=Frontier(0, []))
+
+
 @dataclass(frozen=True, slots=True)
 class StoredLeaf:
     """An entry as a store or an export presents it (none of it trusted)."""
@@ -72,6 +98,11 @@ class StoredLeaf:
     id: str
     leaf_hash: str
     leaf_data: bytes
+    # Work done ahead elsewhere (the audit's worker processes), used only if ``parsed[0]``
+    # is the origin the chain has by then: (origin used, the envelope or the error parsing
+    # raised), and the (key id, public key) pairs whose signatures on it verified.
+    parsed: tuple[str | None, Envelope | LedgerError] | None = None
+    verified: frozenset[tuple[str, bytes]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +126,10 @@ class VerifyReport:
     checkpoint: str | None = None
     # Size of the trusted checkpoint the chain was checked against, if any.
     trusted_size: int | None = None
+    # Where the chain ended, to save as a state snapshot and resume from.
+    cursor: ChainCursor | None = None
+    # Entries whose signatures were checked cryptographically in this run.
+    signatures_checked: int = 0
 
 
 def _broken(
@@ -131,28 +166,54 @@ def verify_chain(
     progress: Callable[[int], None] | None = None,
     trusted_checkpoint: str | None = None,
     state_check: StateCheck | None = None,
+    resume: ChainCursor | None = None,
+    trust_below: int = 0,
 ) -> VerifyReport:
-    """Verify a whole chain from block 0.
+    """Verify a whole chain from block 0, or from ``resume``.
 
     ``ledger_key``: the key the caller trusts (else the one genesis names). ``node_check``
     receives every recomputed Merkle node, to compare with stored ones. ``trusted_checkpoint``:
     a signed checkpoint note saved earlier; the chain must reach its size with its root.
     ``state_check`` receives the replayed participants and keys at the end, to compare with a
     store's derived tables. ``progress`` receives the count of entries checked after each block.
+    ``resume``: a cursor from an earlier run; ``blocks`` then start at its height.
+    ``trust_below``: entries below this index skip the Ed25519 work only, because a trusted
+    checkpoint at that size already pins them (every hash, link and rule is still checked).
+    Leaves may come parsed and partly verified (StoredLeaf.parsed, .verified); every
+    signature not listed as verified is checked here.
     Raises ChainBroken (facts: reason, height, index, entry) at the first failure.
     """
-    state = LedgerState()
-    frontier = Frontier(0, [])
-    prev_hash = GENESIS_PREV
-    prev_time = None
-    origin = ""
-    key = ledger_key
-    expected_height = 0
-    entries = 0
+    cur = resume if resume is not None else ChainCursor.start()
+    if ledger_key is not None and cur.key is not None and cur.key != ledger_key:
+        raise _broken("ledger_key", "the state snapshot is for a different ledger key than the one trusted", height=cur.height)
+    return _verify_blocks(
+        blocks, cur, ledger_key=ledger_key, node_check=node_check, progress=progress,
+        trusted_checkpoint=trusted_checkpoint, state_check=state_check, trust_below=trust_below,
+    )
+
+
+def _verify_blocks(
+    blocks: Iterable[StoredBlock],
+    cur: ChainCursor,
+    *,
+    ledger_key: bytes | None,
+    node_check: NodeCheck | None,
+    progress: Callable[[int], None] | None,
+    trusted_checkpoint: str | None,
+    state_check: StateCheck | None,
+    trust_below: int,
+) -> VerifyReport:
+    state, frontier = cur.state, cur.frontier
+    key = cur.key if cur.key is not None else ledger_key
     checkpoint: str | None = None
     trusted: Checkpoint | None = None
+    checked = 0
+    start_height = cur.height
+    if cur.origin and trusted_checkpoint is not None:
+        assert key is not None
+        trusted = _trusted(trusted_checkpoint, origin=cur.origin, key=key)
     for block in blocks:
-        h = expected_height
+        h = cur.height
         try:
             header = BlockHeader.from_json(block.header)
         except LedgerError as exc:
@@ -161,7 +222,7 @@ def verify_chain(
             raise _broken("missing_block", f"the next block stored is {header.height}, block {h} is missing", height=h)
         if header.height != h:
             raise _broken("height", f"height {header.height} where {h} was expected", height=h)
-        if header.prev != prev_hash:
+        if header.prev != cur.prev_hash:
             raise _broken("prev", "prev does not link to the previous block's hash", height=h)
         if header.first_index != frontier.size:
             raise _broken("first_index", f"first_index {header.first_index}, expected {frontier.size}", height=h)
@@ -184,14 +245,21 @@ def verify_chain(
             block_time = parse_time(header.time, field="time")
         except LedgerError as exc:
             raise _broken("header", f"malformed block time ({exc.detail})", height=h, cause=exc.code) from exc
-        if prev_time is not None and block_time < prev_time:
+        if cur.prev_time is not None and block_time < cur.prev_time:
             raise _broken("time", "block time goes backwards", height=h)
+        origin = cur.origin
         for i, leaf in enumerate(block.leaves):
             index = header.first_index + i
             if leaf.index != index:
                 raise _broken("index", f"entry at position {leaf.index}, expected {index}", height=h, index=index, entry=leaf.id)
             try:
-                env = envelope_from_leaf(leaf.leaf_data, origin=origin or None)
+                if leaf.parsed is not None and leaf.parsed[0] == (origin or None):
+                    parsed = leaf.parsed[1]
+                    if isinstance(parsed, LedgerError):
+                        raise parsed
+                    env = parsed
+                else:
+                    env = envelope_from_leaf(leaf.leaf_data, origin=origin or None)
             except LedgerError as exc:
                 raise _broken("leaf_data", f"leaf data is not a valid entry ({exc.code}: {exc.detail})", cause=exc.code, height=h, index=index, entry=leaf.id) from exc
             if env.leaf_data != leaf.leaf_data:
@@ -209,8 +277,13 @@ def verify_chain(
                         height=h, index=index, entry=leaf.id,
                     ) from exc
                 raise _broken("entry_id", f"stored id is not the hash of the payload ({env.id})", height=h, index=index, entry=leaf.id)
+            if index < trust_below:
+                verified = _pinned_keys(state, env)
+            else:
+                verified = leaf.verified
+                checked += len(env.signatures)
             try:
-                apply_entry(state, env, Position(index, h, block_time))
+                apply_entry(state, env, Position(index, h, block_time), verified=verified)
             except SignatureRejected as exc:
                 raise _broken("signature", f"a signature does not verify: {exc.code}: {exc.detail}", cause=exc.code, height=h, index=index, entry=leaf.id) from exc
             except LedgerError as exc:
@@ -220,10 +293,10 @@ def verify_chain(
             if index == 0:
                 policy = state.get_policy()
                 assert policy is not None
-                origin = policy.origin
+                origin = cur.origin = policy.origin
                 if key is not None and key != policy.ledger_key:
                     raise _broken("ledger_key", "genesis names a different ledger key than the one trusted", height=h, index=index, entry=leaf.id)
-                key = policy.ledger_key
+                key = cur.key = policy.ledger_key
                 if trusted_checkpoint is not None:
                     trusted = _trusted(trusted_checkpoint, origin=origin, key=key)
             nodes = frontier.append(env.leaf_hash)
@@ -233,7 +306,7 @@ def verify_chain(
                 except ChainBroken as exc:
                     facts = {k: v for k, v in exc.facts.items() if k not in ("height", "index", "entry", "reason")}
                     raise _broken(str(exc.facts.get("reason", "merkle_node")), exc.detail, height=h, index=index, entry=leaf.id, **facts) from exc
-            entries += 1
+            cur.entries += 1
             if trusted is not None and frontier.size == trusted.tree_size and frontier.root() != trusted.root:
                 raise _broken(
                     "fork",
@@ -256,30 +329,41 @@ def verify_chain(
             if cp.tree_size != header.tree_size or cp.root.hex() != header.root:
                 raise _broken("checkpoint", "checkpoint does not match the block", height=h)
         checkpoint = block.checkpoint
-        prev_hash, prev_time = block.hash, block_time
-        expected_height += 1
+        cur.prev_hash, cur.prev_time = block.hash, block_time
+        cur.height += 1
         if progress is not None:
-            progress(entries)
-    if expected_height == 0:
+            progress(cur.entries)
+    if cur.height == 0:
         raise ChainBroken("the ledger has no blocks", height=0, reason="empty")
     if trusted is not None and trusted.tree_size > frontier.size:
         raise _broken(
             "truncated",
             f"the log ends at tree size {frontier.size} but a trusted checkpoint showed "
-            f"{trusted.tree_size}: blocks from {expected_height} on were removed",
-            height=expected_height,
+            f"{trusted.tree_size}: blocks from {cur.height} on were removed",
+            height=cur.height,
             tree_size=frontier.size,
             checkpoint_size=trusted.tree_size,
         )
     if state_check is not None:
         state_check(state)
     return VerifyReport(
-        origin=origin,
-        height=expected_height - 1,
+        origin=cur.origin,
+        height=cur.height - 1,
         tree_size=frontier.size,
         root=frontier.root().hex(),
-        blocks=expected_height,
-        entries=entries,
+        blocks=cur.height - start_height,
+        entries=cur.entries,
         checkpoint=checkpoint,
         trusted_size=trusted.tree_size if trusted is not None else None,
+        cursor=cur,
+        signatures_checked=checked,
     )
+
+
+def _pinned_keys(state: LedgerState, env: Envelope) -> frozenset[tuple[str, bytes]] | None:
+    """The keys of ``env``'s signatures, taken as verified because a trusted checkpoint pins
+    the entry; None when a key does not resolve (apply_entry then refuses the entry)."""
+    try:
+        return frozenset((sig.key_id, raw) for sig, raw in signature_keys(state, env))
+    except LedgerError:
+        return None

@@ -86,7 +86,7 @@ def get_as(client: Any, member: Member, path: str) -> Any:
 
 class LedgerView:
     """The supply-chain projection as the sealing transactions left it, read through the
-    store (there is no provenance endpoint yet)."""
+    store: the tables themselves, beneath what the provenance endpoint derives."""
 
     def __init__(self, settings: Any) -> None:
         from ledger.storage.store import Store

@@ -8,4 +8,4 @@ modules: ``api.cli.Ctx``, ``api.cli.fail``, ``api.cli.EXIT_INVALID`` and ``EXIT_
 
 from __future__ import annotations
 
-from . import certificate  # noqa: E402,F401  (filiera certificate verify)
+from . import audit, certificate, evidence, export, monitor  # noqa: F401

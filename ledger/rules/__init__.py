@@ -38,6 +38,7 @@ __all__ = [
     "apply_entry",
     "prefetch",
     "verify_signatures",
+    "signature_keys",
     "introduced_keys",
 ]
 
@@ -117,16 +118,25 @@ def _resolve(
     return rec, rec.public_key
 
 
+def signature_keys(state: LedgerState, env: Envelope) -> list[tuple[Signature, bytes]]:
+    """Each signature of ``env`` with the public key it names, as the state at the entry
+    resolves it (a registered key of the signer, or a key the entry itself introduces).
+
+    For checking the Ed25519 work elsewhere (the audit spreads it over processes). No
+    cryptography, no authorisation. Raises UnknownKey.
+    """
+    new = introduced_keys(env)
+    return [(sig, _resolve(state, env, sig, new)[1]) for sig in env.signatures]
+
+
 def verify_signatures(state: LedgerState, env: Envelope) -> frozenset[tuple[str, bytes]]:
     """Check every signature cryptographically against the key it names. No authorisation.
 
     Returns the (key id, public key) pairs that verified, to hand to :func:`apply_entry` so
     that sealing does not repeat the Ed25519 work. Raises UnknownKey, InvalidSignature.
     """
-    new = introduced_keys(env)
     done: set[tuple[str, bytes]] = set()
-    for sig in env.signatures:
-        _, raw = _resolve(state, env, sig, new)
+    for sig, raw in signature_keys(state, env):
         verify_entry_signature(env, sig, raw)
         done.add((sig.key_id, raw))
     return frozenset(done)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..bundle import block_line, checkpoint_line, consistency_line, end_line, entry_line, header_line
 from ..encoding import b64
-from ..errors import InvalidProofRequest, NotInitialised
+from ..errors import InvalidExportRange, NotInitialised
 from ..merkle import build_proof, consistency_plan, plan_nodes
 from ..notes import verifier_for
 from .store import BlockRow, Store
@@ -76,31 +76,42 @@ def plan_export(store: Store, *, start: int = 0, end: int | None = None, since: 
     after ``start``, to the last block ending at or before ``end`` (default: the head).
 
     ``since``: a tree size the caller already trusts; the bundle then carries a consistency
-    proof from it to the bundle's last checkpoint. Raises InvalidProofRequest (a range past the
-    head, or empty) and NotInitialised.
+    proof from it to the bundle's last checkpoint. Requires 0 <= start < end <= tree size and
+    1 <= since <= the exported tree size. Raises InvalidExportRange (out of range, or no whole
+    block inside the range) and NotInitialised. Reads only: a refused range writes nothing.
     """
     with store.read() as conn:
         head = store.head(conn)
     if head is None:
         raise NotInitialised("the ledger has no genesis block; run `filiera init`")
-    if start < 0 or (end is not None and end < 0):
-        raise InvalidProofRequest("export indices cannot be negative", tree_size=head.tree_size)
-    if start >= head.tree_size:
-        raise InvalidProofRequest(
-            f"nothing to export from index {start}: the log has {head.tree_size} entries",
-            tree_size=head.tree_size,
+    size = head.tree_size
+    if start < 0 or (end is not None and end < 0) or (since is not None and since < 0):
+        raise InvalidExportRange("export indices cannot be negative", tree_size=size)
+    if end is not None and start >= end:
+        raise InvalidExportRange(
+            f"from ({start}) must be below to ({end}): the range [from, to) is empty", tree_size=size
         )
+    if start >= size:
+        raise InvalidExportRange(
+            f"nothing to export from index {start}: the log has {size} entries (indices 0 to {size - 1})",
+            tree_size=size,
+        )
+    if end is not None and end > size:
+        # Silently exporting less than asked would let a caller believe it holds entries the
+        # ledger does not have yet; say so instead.
+        raise InvalidExportRange(f"to ({end}) is past the current tree size {size}", tree_size=size)
     first = _block_at_or_after(store, start, head)
-    last = head if end is None or end >= head.tree_size else _block_ending_at_or_before(store, end, head)
+    last = head if end is None or end == size else _block_ending_at_or_before(store, end, head)
     if first is None or last is None or last.height < first.height:
-        raise InvalidProofRequest(
-            f"no whole block lies in entries [{start}, {end if end is not None else head.tree_size}):"
+        raise InvalidExportRange(
+            f"no whole block lies in entries [{start}, {end if end is not None else size}):"
             " exports hold whole blocks; widen the range",
-            tree_size=head.tree_size,
+            tree_size=size,
         )
     if since is not None and not 1 <= since <= last.tree_size:
-        raise InvalidProofRequest(
-            f"since must be a tree size from 1 to {last.tree_size}", tree_size=head.tree_size
+        raise InvalidExportRange(
+            f"since must be a tree size from 1 to {last.tree_size} (the exported tree size)",
+            tree_size=size,
         )
     return ExportRange(
         start=first.first_index,
@@ -133,7 +144,10 @@ def bundle_lines(store: Store, rng: ExportRange, *, created: str) -> Iterator[by
         with store.read() as conn:
             nodes = store.nodes(conn, plan_nodes(plan))
         yield consistency_line(
-            from_size=rng.since, to_size=rng.end, hashes=[h.hex() for h in build_proof(plan, nodes)]
+            from_size=rng.since,
+            to_size=rng.end,
+            hashes=[h.hex() for h in build_proof(plan, nodes)],
+            checkpoint=rng.head.checkpoint,
         )
     blocks = entries = 0
     height = rng.first_height

@@ -117,7 +117,7 @@ def read_view(store: Store, lot: str, *, viewer: Viewer | None, max_lots: int = 
         if head is None or policy is None:
             raise NotInitialised("the ledger has no genesis block; run `filiera init`")
         query = _LINEAGE_POSTGRESQL if store.dialect == "postgresql" else _LINEAGE_SQLITE
-        lots = {r.lot: r.created_by for r in conn.execute(query, {"lot": lot, "cap": max_lots})}
+        lots = {r.lot: r.created_by for r in conn.execute(query, {"lot": lot, "cap": max(1, max_lots)})}
         if lot not in lots:
             return None
         wanted: set[str] = set(lots.values())

@@ -110,3 +110,29 @@ def test_co_signed_handoff_and_a_pinned_key_that_does_not_match(live: Live) -> N
     with pytest.raises(LedgerError) as err:
         LedgerClient(live.url, verifier_key=wrong).checkpoint()
     assert err.value.code == "no_trusted_signature"
+
+
+def test_origin_certificates_are_fetched_and_verified_offline(live: Live) -> None:
+    farm = _member(live, "client-farm-4", ["producer"])
+    cert = _member(live, "client-cert", ["certifier"])
+    fc = LedgerClient(live.url, key=farm, verifier_key=live.vkey)
+    lot = "urn:epc:id:sgtin:0614141.107346.2017"
+    r = fc.submit(fc.sign(fc.payload("origin", lots=[{"lot": lot, "product": "olives", "quantity": "1", "unit": "kg"}],
+                                     site="grove", origin={"country": "IT"}, claims=["organic"])))
+    anonymous = LedgerClient(live.url, verifier_key=live.vkey)
+    document, verified = anonymous.certificate(lot)
+    assert (verified.certified, [f.reason for f in verified.provenance.failures()]) == (False, ["claim_unattested"])
+    cc = LedgerClient(live.url, key=cert, verifier_key=live.vkey)
+    cc.submit(cc.sign(cc.payload("attestation", subject=r["id"], claims=["organic"])))
+    for vc in (False, True):
+        document, verified = fc.certificate(lot, vc=vc)
+        assert (verified.certified, verified.scope, verified.lot) == (True, "client-farm-4", lot)
+        assert fc.verify_certificate(document).certified
+    assert fc.provenance(lot)["origins"][0]["claims"][0]["attested_by"][0]["certifier"] == "client-cert"
+    document["credentialSubject"]["verdict"] = "not_certified"
+    with pytest.raises(LedgerError) as err:
+        anonymous.verify_certificate(document)
+    assert err.value.code == "invalid_certificate"
+    with pytest.raises(LedgerError) as err:
+        anonymous.certificate("NO-SUCH-LOT")
+    assert err.value.code == "lot_not_found"

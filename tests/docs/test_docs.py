@@ -371,7 +371,7 @@ NOT_ERROR_CODES = {
     "admin_quorum", "first_index", "from_root", "key_id", "ledger_key", "public_key",
     "tlog_proof", "to_root", "tree_size", "verifier_key",
     "deliver_by", "dispatched_at", "paid_at", "produced_on", "received_at", "valid_until",
-    "entry_parties", "lot_lineage", "participant_keys", "request_nonces",
+    "entry_parties", "lot_handoffs", "lot_lineage", "participant_keys", "request_nonces",
     "crypto_core_ed25519_is_valid_point", "crypto_sign_open", "crypto_sign_verify_detached",
     "full_page_writes", "remote_apply", "remote_write", "synchronous_commit",
     "pg_dump", "pg_restore",

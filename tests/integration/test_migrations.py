@@ -173,3 +173,22 @@ def test_store_open_after_upgrade_succeeds(db: Db, engine: Engine) -> None:
             assert store.head(conn) is None  # a schema, but no ledger yet: `filiera init` seals one
     finally:
         store.dispose()
+
+
+def test_0004_fills_lot_handoffs_from_the_handoffs_already_sealed(engine: Engine) -> None:
+    """A ledger from before provenance: its handoffs' lots are copied into lot_handoffs."""
+    upgrade(engine, "0002")
+    rows = [("h1", '["A", "B"]', 7), ("h2", '["A"]', 9), ("h3", '["C"]', 12)]
+    with engine.begin() as conn:
+        for hid, lots, idx in rows:
+            conn.execute(
+                text(
+                    "INSERT INTO handoffs (id, sender, recipient, lots, status, dispatched_at, idx) "
+                    "VALUES (:id, 'farm', 'mill', :lots, 'accepted', '2026-10-16T08:00:00Z', :idx)"
+                ),
+                {"id": hid, "lots": lots, "idx": idx},
+            )
+    upgrade(engine)
+    with engine.connect() as conn:
+        found = {tuple(r) for r in conn.execute(select(t.lot_handoffs.c.lot, t.lot_handoffs.c.idx, t.lot_handoffs.c.handoff))}
+    assert found == {("A", 7, "h1"), ("B", 7, "h1"), ("A", 9, "h2"), ("C", 12, "h3")}
