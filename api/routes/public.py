@@ -191,7 +191,7 @@ def _base_url() -> str:
     return configured or request.url_root.rstrip("/")
 
 
-def label_url(lot: str, product: str | None) -> str:
+def _label_url(lot: str, product: str | None) -> str:
     """The URL a label prints for ``lot``: GS1 Digital Link when its product carries a GTIN
     that the lot id can accompany, Filiera's ``/p/{lot}`` otherwise."""
     gtin = gtin_of_product(product)
@@ -234,7 +234,7 @@ def _render(lot: str, *, gtin: str | None) -> Response:
         verified=verified,
         vkey=verifier.vkey if verifier is not None else None,
         names=view.names,
-        label_url=label_url(lot, p.product),
+        label_url=_label_url(lot, p.product),
         certificate_url=url_for("lots.certificate", lot=lot),
         provenance_url=url_for("lots.provenance", lot=lot),
     )
@@ -266,7 +266,7 @@ def _qr_target(lot: str) -> str:
     product = lot_product(services().store, lot)
     if product is None:
         raise PageNotFound(f"No product with lot {lot} is recorded in this ledger, so it has no QR code.")
-    return label_url(lot, product)
+    return _label_url(lot, product)
 
 
 def _qr(url: str) -> Any:

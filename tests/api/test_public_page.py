@@ -303,6 +303,17 @@ def test_security_headers_and_no_script_cookie_or_outside_resource(world: World)
     assert "@import" not in css.get_data(as_text=True) and "url(" not in css.get_data(as_text=True)
 
 
+def test_text_from_the_ledger_is_escaped(world: World) -> None:
+    x = uid("X")
+    hostile = '<script>alert(1)</script><img src=x onerror="alert(2)"> & "oil"'
+    world.ok(origin(world.m["farm"], lot(x, hostile, "1", "l")))
+    resp = world.get(f"/p/{x}")
+    page = page_of(resp)
+    assert page.all("script") == [] and all(a.get("src") != "x" for a in page.all("img"))
+    assert page.headings[0] == (1, hostile)  # shown as text, exactly
+    assert "&lt;script&gt;" in resp.get_data(as_text=True)
+
+
 def test_the_page_is_structured_for_assistive_technology(world: World) -> None:
     page = page_of(world.get(f"/p/{world.stories['sold']['final']}"))
     assert page.lang == "en"
