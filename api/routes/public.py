@@ -58,11 +58,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), geolocation=(), microphone=(), interest-cohort=()",
+    "Permissions-Policy": "camera=(), geolocation=(), microphone=()",
 }
 _PATH = {"lot": "string"}
 # Print sizes of the label's QR code: 0.5 mm modules in the SVG, and 12 px modules at 600 dpi
-# (0.51 mm) in the PNG, above the 0.4 mm that GS1 asks of retail QR codes.
+# (0.51 mm) in the PNG, within the 0.396 to 0.990 mm GS1 allows for QR codes scanned at retail
+# points of sale (General Specifications §5.12.3.1).
 _SVG_MODULE_MM = 0.5
 _PNG_SCALE, _PNG_DPI = 12, 600
 
@@ -98,8 +99,12 @@ def _not_found(exc: PageNotFound) -> tuple[str, int]:
 
 @bp.errorhandler(LedgerError)
 def _ledger_error(exc: LedgerError) -> tuple[str, int]:
-    if isinstance(exc, (MalformedInput, NotFound)):
+    if isinstance(exc, MalformedInput):
         # A malformed lot id on a label is, for the shopper, a product that is not here.
+        message = ("This is not a lot number this ledger could have issued: a lot number is 1 to 200 "
+                   "letters, digits and . _ : / - characters, starting with a letter or digit.")
+        return render_template("not_found.html", message=message), 404
+    if isinstance(exc, NotFound):
         return render_template("not_found.html", message=exc.detail), 404
     status = status_for(exc)
     if status >= 500:
