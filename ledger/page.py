@@ -66,6 +66,7 @@ class Event:
     received_at: str | None = None
     cosigned: bool = False
     location: str | None = None
+    others: int = 0  # lots the entry made or moved that are not of this lot's lineage
 
 
 def _where(origin: Mapping[str, Any]) -> tuple[str, ...]:
@@ -84,6 +85,12 @@ def timeline(view: ProvenanceView) -> tuple[Event, ...]:
         x = known.get(lot)
         return LotLine(lot) if x is None else LotLine(lot, x.product, x.quantity, x.unit)
 
+    def ours(lots: list[str]) -> dict[str, Any]:
+        # An entry may make or move other products' lots too: the page names only those of
+        # this lot's lineage, and counts the rest.
+        mine = [x for x in lots if x in known]
+        return {"lots": tuple(line(x) for x in mine), "others": len(lots) - len(mine)}
+
     events: list[Event] = []
     for e in sorted(view.entries, key=lambda e: e.index):
         pl = e.envelope["payload"]
@@ -94,8 +101,7 @@ def timeline(view: ProvenanceView) -> tuple[Event, ...]:
                 index=e.index, kind="harvest", who=author,
                 when=str(origin["produced_on"]) if origin.get("produced_on") else str(pl["time"]),
                 recorded=not origin.get("produced_on"), site=str(pl["site"]), where=_where(origin),
-                lots=tuple(LotLine(str(s["lot"]), str(s["product"]), str(s["quantity"]), str(s["unit"])) for s in pl["lots"]),
-                claims=tuple(str(c) for c in pl.get("claims", ())),
+                **ours([str(spec["lot"]) for spec in pl["lots"]]), claims=tuple(str(c) for c in pl.get("claims", ())),
             ))
         elif kind == "attestation":
             cert = pl.get("certificate") or {}
@@ -109,7 +115,7 @@ def timeline(view: ProvenanceView) -> tuple[Event, ...]:
             step = steps.get(e.id)
             events.append(Event(
                 index=e.index, kind="handoff", who=str(pl["from"]), whom=str(pl["to"]),
-                when=str(pl["dispatched_at"]), lots=tuple(line(str(x)) for x in pl["lots"]),
+                when=str(pl["dispatched_at"]), **ours([str(x) for x in pl["lots"]]),
                 status=step.status if step is not None else "open",
                 received_at=step.received_at if step is not None else None,
                 cosigned=step.cosigned if step is not None else False,
@@ -119,8 +125,7 @@ def timeline(view: ProvenanceView) -> tuple[Event, ...]:
             events.append(Event(
                 index=e.index, kind="transform", who=author, when=str(pl["time"]), recorded=True,
                 site=str(pl["site"]), process=str(pl["process"]) if pl.get("process") else None,
-                inputs=tuple(str(x) for x in pl["inputs"]),
-                lots=tuple(LotLine(str(s["lot"]), str(s["product"]), str(s["quantity"]), str(s["unit"])) for s in pl["outputs"]),
+                inputs=tuple(str(x) for x in pl["inputs"]), **ours([str(spec["lot"]) for spec in pl["outputs"]]),
             ))
         # Receipts are told by their handoff; contracts and payments are never in a public view.
     return tuple(events)

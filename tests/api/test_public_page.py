@@ -217,6 +217,18 @@ def test_the_page_tells_origin_claims_journey_and_the_checkpoint_it_was_verified
     assert page.classes["ok"][1] == "Origin certified"
 
 
+def test_the_journey_names_only_this_lots_lineage(world: World) -> None:
+    s = world.stories["sold"]
+    a1, a2 = s["harvest"][0], s["harvest"][1]
+    page = page_of(world.get(f"/p/{a1}"))
+    journey = page.sections["journey-h"]
+    assert a2 not in journey and s["made"][0] not in journey
+    assert "(lot " + a1 + "), with 1 other lot" in journey  # harvested with A2, and shipped with it
+    assert journey.count("with 1 other lot") == 2
+    assert "Cold pressing at Frantoio: 3 lots made into 1 new lot" in journey
+    assert "used to make another product" in page.classes["facts"][0]
+
+
 def test_the_page_shows_no_contract_price_or_payment(world: World) -> None:
     s = world.stories["sold"]
     html = world.get(f"/p/{s['final']}").get_data(as_text=True)
