@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -36,6 +37,7 @@ SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
     "FILIERA_WITNESS_POLICY": ("witness_policy", "witness policy file (c2sp.org/tlog-policy); unset: no witnesses"),
     "FILIERA_WITNESS_INTERVAL": ("witness_interval", "seconds between witnessing rounds (1)"),
     "FILIERA_WITNESS_TIMEOUT": ("witness_timeout", "seconds to wait for one witness's answer (5)"),
+    "FILIERA_PUBLIC_URL": ("public_url", "base URL that product-page QR codes encode (none: the request's own)"),
 }
 
 
@@ -65,6 +67,7 @@ class Settings:
     witness_policy: Path | None = None
     witness_interval: float = 1.0
     witness_timeout: float = 5.0
+    public_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -85,6 +88,7 @@ class Settings:
             "sqlite_journal_mode": env.get("FILIERA_SQLITE_JOURNAL_MODE", "WAL").upper(),
             "log_level": env.get("FILIERA_LOG_LEVEL", "INFO").upper(),
             "witness_policy": Path(env["FILIERA_WITNESS_POLICY"]) if env.get("FILIERA_WITNESS_POLICY") else None,
+            "public_url": env.get("FILIERA_PUBLIC_URL", ""),
         }
         for name, attr, kind in (
             ("FILIERA_MAX_BODY_BYTES", "max_body_bytes", int),
@@ -107,4 +111,21 @@ class Settings:
             settings = replace(
                 settings, database_url=f"sqlite:///{(settings.data_dir / 'filiera.db').resolve()}"
             )
-        return replace(settings, database_url=normalise_database_url(settings.database_url))
+        return replace(
+            settings,
+            database_url=normalise_database_url(settings.database_url),
+            public_url=_public_url(settings.public_url),
+        )
+
+
+def _public_url(value: str) -> str:
+    """The public base URL without a trailing slash; it is printed on labels, so only an
+    absolute http(s) URL without query or fragment will do. Raises ConfigurationError."""
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"FILIERA_PUBLIC_URL must be an absolute http(s) URL such as https://trace.example.com, got {value!r}"
+        )
+    return value.rstrip("/")

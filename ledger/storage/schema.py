@@ -43,6 +43,7 @@ __all__ = [
     "entry_parties",
     "request_nonces",
     "cosignatures",
+    "engagement_daily",
     "LOG_TABLES",
     "APPEND_ONLY_TABLES",
 ]
@@ -264,3 +265,17 @@ Index("ix_cosignatures_tree_size", cosignatures.c.tree_size)
 
 # Tables the database refuses to UPDATE or DELETE.
 APPEND_ONLY_TABLES = (*LOG_TABLES, "cosignatures")
+# Views of the public product pages (issue #6), as aggregate counts per day and lot with the
+# lot's product and origin labels. Nothing about the viewer (IP address, user agent, cookie,
+# referrer) has a column: privacy by construction. Not a log table: rows may be deleted.
+engagement_daily = Table(
+    "engagement_daily",
+    metadata,
+    Column("day", String(10), primary_key=True),  # UTC date, YYYY-MM-DD
+    Column("lot", String(200), primary_key=True),
+    Column("product", String(200), nullable=False),
+    Column("country", String(200), nullable=False),  # the origins' countries, "IT, ES"
+    Column("region", String(200), nullable=False),  # the origins' regions
+    Column("views", BigInteger, nullable=False),
+    Index("ix_engagement_daily_lot_day", "lot", "day"),
+)

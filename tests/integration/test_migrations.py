@@ -31,6 +31,7 @@ LEDGER_TABLES = {
     "entries", "blocks", "merkle_nodes", "pending", "participants", "participant_keys",
     "lots", "lot_lineage", "lot_handoffs", "handoffs", "contracts", "payments", "attestations", "entry_parties", "request_nonces",
     "cosignatures",
+    "engagement_daily",
 }
 
 
