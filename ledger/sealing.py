@@ -46,6 +46,9 @@ from .merkle import Frontier, NodeId, build_proof, inclusion_plan, plan_nodes
 from .notes import Checkpoint, TlogProof, sign_checkpoint
 from .rules import Position, apply_entry, prefetch, verify_signatures
 from .state import LedgerState
+from .facts import derive_block
+from .facts_state import FactsState
+from .storage import facts as facts_store
 from .storage import projection
 from .storage.cosignatures import with_cosignatures
 from .storage.store import BlockRow, DbStateSource, EntryRow, Store
@@ -505,6 +508,7 @@ class Sealer:
         rows: list[dict[str, Any]] = []
         nodes: list[tuple[NodeId, bytes]] = []
         parties: list[tuple[str, int]] = []
+        sealed: list[tuple[int, Envelope]] = []
         prefetch(state, [env for env, _ in todo])
         for env, verified in todo:
             pos = Position(index=size + len(rows), height=height, block_time=block_time)
@@ -516,6 +520,7 @@ class Sealer:
                 continue
             nodes.extend(frontier.append(env.leaf_hash))
             out.sealed.append(env.id)
+            sealed.append((pos.index, env))
             parties.extend((who, pos.index) for who in sorted(entry_parties(env, state)))
             rows.append(
                 {
@@ -575,6 +580,11 @@ class Sealer:
         for kind in projection.PROJECTED_KINDS:
             projection.flush(conn, kind, state.changed(kind), state.created(kind))
         projection.write_parties(conn, parties)
+        # The block's facts, in its own transaction: they commit with it or not at all, so
+        # none is lost or written twice whatever crashes, and the projection never lags.
+        facts = FactsState(source=facts_store.DbFactsSource(conn))
+        facts_store.write_facts(conn, derive_block(state, facts, sealed, tree_size=frontier.size))
+        facts_store.flush_state(conn, facts)
         out.block = block
         out.entries = {r["id"]: EntryRow(**r) for r in rows}
         # A proof for a leaf of this block needs only nodes this block wrote and nodes of the

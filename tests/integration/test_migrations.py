@@ -32,6 +32,8 @@ LEDGER_TABLES = {
     "lots", "lot_lineage", "lot_handoffs", "handoffs", "contracts", "payments", "attestations", "entry_parties", "request_nonces",
     "cosignatures",
     "engagement_daily",
+    "fact_shipments", "fact_dwell", "fact_deliveries", "fact_contracts", "fact_payments",
+    "fact_lot_traces", "fact_contract_progress",
 }
 
 
