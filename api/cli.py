@@ -443,6 +443,7 @@ def verify(
                     state_check=source.state_check,
                     trusted_checkpoint=checkpoint,
                     progress=progress,
+                    on_block=source.on_block,
                 )
             finally:
                 source.close()
