@@ -41,6 +41,7 @@ __all__ = [
     "InvalidProofRequest",
     "InvalidPage",
     "InvalidExportRange",
+    "InvalidAnalyticsQuery",
     "PersonalData",
     "MalformedNote",
     "MalformedProof",
@@ -84,6 +85,7 @@ __all__ = [
     "NotInitialised",
     "UnsafeConfiguration",
     "SealTimeout",
+    "ParquetUnavailable",
     # verification failures (raised by verify/audit; never by a request)
     "InvalidProof",
     "InvalidCheckpoint",
@@ -290,6 +292,11 @@ class InvalidPage(MalformedInput):
 class InvalidExportRange(MalformedInput):
     code = "invalid_export_range"
     title = "Export range out of range"
+
+
+class InvalidAnalyticsQuery(MalformedInput):
+    code = "invalid_analytics_query"
+    title = "Invalid analytics query"
 
 
 class PersonalData(MalformedInput):
@@ -506,6 +513,11 @@ class UnsafeConfiguration(Unavailable):
 class SealTimeout(Unavailable):
     code = "seal_timeout"
     title = "Entry accepted but not yet sealed"
+
+
+class ParquetUnavailable(Unavailable):
+    code = "parquet_unavailable"
+    title = "Parquet export not installed"
 
 
 # --- verification ------------------------------------------------------------------------
