@@ -75,8 +75,11 @@ def export_rows(
     """Every fact of ``kind`` with ``first <= day <= last``, in log order, lazily."""
     table = t.fact_tables[kind]
     q = select(table).where(*_where(table, viewer=viewer, first=first, last=last)).order_by(table.c.idx, table.c.seq)
-    for row in conn.execute(q.execution_options(yield_per=2000)):
-        yield fact_from_row(kind, row)
+    # Closed even when the reader stops early (a client that goes away mid-download): a
+    # PostgreSQL server-side cursor must not outlive its result.
+    with conn.execute(q.execution_options(yield_per=2000)) as result:
+        for row in result:
+            yield fact_from_row(kind, row)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -17,7 +17,7 @@ from alembic import op
 
 revision = "0006"
 # Analytics follows the provenance (0004) and public page (0005) migrations.
-down_revision = "0002"  # MERGE: "0005" (see the comment above)
+down_revision = "0004"  # MERGE: "0005" once the public page migration is in
 branch_labels = None
 depends_on = None
 
