@@ -134,10 +134,9 @@ def export_facts(
             store = Store.open(obj.settings)
             try:
                 with store.read() as conn:
-                    rows = export_rows(conn, table, first=first, last=last, viewer=None)
+                    data = encode_table(table, export_rows(conn, table, first=first, last=last, viewer=None), fmt)
             finally:
                 store.dispose()
-            data = encode_table(table, rows, fmt)
         out.write_bytes(data)
     except OSError as exc:
         fail(ConfigurationError(f"cannot write {out}: {exc.strerror}"), EXIT_USAGE)
