@@ -17,7 +17,7 @@ from alembic import op
 
 revision = "0006"
 # Analytics follows the provenance (0004) and public page (0005) migrations.
-down_revision = "0004"  # MERGE: "0005" once the public page migration is in
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
