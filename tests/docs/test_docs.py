@@ -46,7 +46,7 @@ from .gen_vectors import (
 
 README = ROOT / "README.md"
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
-TEST_ONLY_SETTINGS = ("FILIERA_TEST_PG_URL", "FILIERA_SKIP_PG")
+TEST_ONLY_SETTINGS = ("FILIERA_TEST_PG_URL", "FILIERA_SKIP_PG", "FILIERA_FUZZ_EXAMPLES")
 
 
 @pytest.fixture(scope="module")
