@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export FILIERA_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install install-test run demo test test-fast typecheck bench clean
+.PHONY: install install-test run demo test test-fast typecheck audit-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,8 @@ run: install
 	$(BIN)/filiera demo --if-missing
 	$(BIN)/filiera serve --host $(HOST) --port $(PORT) --workers 2
 
-## make test: install the test extras and run the whole suite (SQLite and PostgreSQL)
-test: install-test
+## make test: install the test extras, audit them, and run the whole suite (SQLite and PostgreSQL)
+test: install-test audit-deps
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
@@ -39,6 +39,12 @@ test-fast: install-test
 
 typecheck: install-test
 	$(BIN)/python -m mypy
+
+## make audit-deps: pip-audit the installed environment; a known vulnerability fails it, and an
+## audit the vulnerability service could not answer says so (and fails with AUDIT_REQUIRED=1)
+AUDIT_REQUIRED ?= 0
+audit-deps: install-test
+	$(BIN)/python tools/audit_deps.py $(if $(filter 1,$(AUDIT_REQUIRED)),--require)
 
 ## make bench: ingest, batch and proof benchmarks beside the raw Ed25519 verify rate
 bench: install-test

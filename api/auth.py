@@ -21,7 +21,7 @@ from ledger.visibility import SEE_ALL_ROLES
 
 from .services import services
 
-__all__ = ["Member", "current_member", "optional_member", "member_required"]
+__all__ = ["Member", "current_member", "optional_member", "member_required", "target_uri"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,6 +40,19 @@ class Member:
         return not SEE_ALL_ROLES.isdisjoint(self.participant.roles)
 
 
+def target_uri() -> str:
+    """The request's RFC 9421 ``@target-uri``: the absolute URI as the client sent it.
+
+    Werkzeug's ``request.url`` is an IRI rebuilt from the decoded path and query ("%C3%A0"
+    becomes "à", "%2F" becomes "/"), which is not the string a client signed; the raw
+    request-target (``RAW_URI``, set by gunicorn and Werkzeug) keeps its percent-encoding.
+    """
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if isinstance(raw, str) and raw.startswith("/"):
+        return request.host_url.rstrip("/") + raw
+    return request.url
+
+
 def _authenticate() -> Member:
     svc = services()
     body = request.get_data(cache=True)
@@ -50,7 +63,7 @@ def _authenticate() -> Member:
             # A revoked key no longer speaks for its member, on reads as on entries.
             return rec.public_key if rec is not None and rec.revoked_index is None else None
 
-        verified = verify_request(request.method, request.url, dict(request.headers), body, resolve)
+        verified = verify_request(request.method, target_uri(), dict(request.headers), body, resolve)
         key = svc.store.key(conn, verified.key_id)
         assert key is not None
         participant = svc.store.participant(conn, key.participant)

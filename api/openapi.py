@@ -47,7 +47,7 @@ def operation(
     *,
     summary: str,
     tag: str,
-    responses: Mapping[int, type[Schema] | str | tuple[str, Mapping[str, Any]] | None],
+    responses: Mapping[int, type[Schema] | list[type[Schema]] | str | tuple[str, Mapping[str, Any]] | None],
     query: type[Schema] | None = None,
     body: type[Schema] | None = None,
     path: Mapping[str, str] | None = None,
@@ -58,8 +58,9 @@ def operation(
 ) -> Callable[[F], F]:
     """Declare a view's OpenAPI operation. ``responses`` maps statuses to a schema, a media
     type (``TEXT``, ``NDJSON``, ``HTML``, ``SVG``, ``PNG``), a (media type, JSON Schema) pair for
-    JSON bodies of another media type, or None (no body); ``errors`` lists problem statuses (a
-    status that ``responses`` declares, e.g. an HTML 404, is not one)."""
+    JSON bodies of another media type, a list of schemas (one of them, e.g. chosen by the query),
+    or None (no body); ``errors`` lists problem statuses (a status that ``responses`` declares,
+    e.g. an HTML 404, is not one)."""
 
     def mark(view: F) -> F:
         view._openapi = {  # type: ignore[attr-defined]
@@ -130,6 +131,9 @@ def _operation(endpoint: str, method: str, meta: Mapping[str, Any], args: set[st
         elif isinstance(kind, tuple):
             media, schema = kind
             resp["content"] = {media: {"schema": dict(schema)}}
+        elif isinstance(kind, list):
+            # One of several bodies, chosen by the query (e.g. ?format=vc).
+            resp["content"] = {"application/json": {"schema": {"oneOf": list(kind)}}}
         elif kind is not None:
             resp["content"] = {"application/json": {"schema": kind}}
         if status in (200, 201, 202) and meta["headers"]:

@@ -130,7 +130,8 @@ def _roles(value: Any, field: str) -> list[str]:
         raise InvalidField(f"{field} must be a non-empty list of roles", field=field)
     allowed = {r.value for r in Role}
     for i, role in enumerate(value):
-        if role not in allowed:
+        # A list or object is unhashable: test the type before the set.
+        if not isinstance(role, str) or role not in allowed:
             raise InvalidField(
                 f"{field}[{i}] must be one of {', '.join(sorted(allowed))}", field=f"{field}[{i}]"
             )

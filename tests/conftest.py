@@ -145,12 +145,19 @@ class SigningClient(FlaskClient):
 
         builder = EnvironBuilder(self.application, *args, **kwargs)
         try:
-            url = builder.get_request().url
+            url = signed_url(builder)
             for name, value in sign_request(method, url, self.signer.key).items():
                 builder.headers[name] = value
             return super().open(builder)
         finally:
             builder.close()
+
+
+def signed_url(builder: Any) -> str:
+    """The absolute URL a client sends for ``builder`` (a werkzeug EnvironBuilder), with its
+    percent-encoding: what it signs as RFC 9421 ``@target-uri`` (``request.url`` is an IRI)."""
+    request = builder.get_request()
+    return str(request.host_url).rstrip("/") + request.environ["REQUEST_URI"]
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def _prefers_async() -> bool:
     body=EnvelopeSchema,
     responses={200: ReceiptSchema, 201: ReceiptSchema, 202: PendingSchema},
     headers={"Location": "the entry's URL"},
-    errors=(400, 403, 409, 413, 415, 422),
+    errors=(400, 403, 404, 409, 413, 415, 422),
 )
 def submit() -> tuple[Response, int]:
     """``201`` with the receipt once the entry's block has committed; ``200`` with the same

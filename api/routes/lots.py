@@ -19,7 +19,7 @@ from ledger.story import ProvenanceView
 
 from ..auth import optional_member
 from ..openapi import operation
-from ..schemas.lots import CertificateQuerySchema, CertificateSchema, ProvenanceViewSchema
+from ..schemas.lots import CertificateQuerySchema, CertificateSchema, CredentialSchema, ProvenanceViewSchema
 from ..services import load_query, services
 
 bp = Blueprint("lots", __name__)
@@ -62,7 +62,7 @@ def provenance(lot: str) -> Response:
     summary="Signed origin certificate of a lot (PROTOCOL §7), or the same as a VC 2.0",
     tag="lots",
     query=CertificateQuerySchema,
-    responses={200: CertificateSchema},
+    responses={200: [CertificateSchema, CredentialSchema]},
     errors=(400, 401, 404),
 )
 def certificate(lot: str) -> Response:

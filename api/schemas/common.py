@@ -9,7 +9,14 @@ MAX_INT = 2**62
 
 
 class ProblemSchema(Schema):
-    """RFC 9457 problem details, with Filiera's stable ``code``."""
+    """RFC 9457 problem details, with Filiera's stable ``code``.
+
+    The error's facts travel as extension members (RFC 9457 §3.2: e.g. ``entry``, ``fields``,
+    ``required``), so the document is open: clients must ignore members they do not know.
+    """
+
+    class Meta:
+        unknown = "include"
 
     type = fields.String(required=True)
     title = fields.String(required=True)

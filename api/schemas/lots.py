@@ -165,7 +165,7 @@ class CertificateBodySchema(ProvenanceSchema):
 
 
 class CertificateSchema(Schema):
-    """PROTOCOL §7; with ``?format=vc``, a W3C VC 2.0 carrying this (eddsa-jcs-2022 proof)."""
+    """PROTOCOL §7; with ``?format=vc``, a W3C VC 2.0 carrying this (:class:`CredentialSchema`)."""
 
     certificate = fields.Nested(CertificateBodySchema, required=True)
     signature = fields.String(
@@ -176,3 +176,37 @@ class CertificateSchema(Schema):
 
 class CertificateQuerySchema(Schema):
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "vc"]))
+
+
+class DataIntegrityProofSchema(Schema):
+    """vc-di-eddsa §3.3: an ``eddsa-jcs-2022`` proof by the ledger key (did:key)."""
+
+    context = fields.List(fields.String(), data_key="@context")
+    type = fields.String(required=True, metadata={"enum": ["DataIntegrityProof"]})
+    cryptosuite = fields.String(required=True, metadata={"enum": ["eddsa-jcs-2022"]})
+    created = fields.String(required=True, metadata={"format": "date-time"})
+    verificationMethod = fields.String(required=True)  # noqa: N815 - the VC member's name
+    proofPurpose = fields.String(required=True)  # noqa: N815
+    proofValue = fields.String(required=True, metadata={"description": "z + base58btc of the signature"})  # noqa: N815
+
+
+class CredentialSubjectSchema(Schema):
+    ledger = fields.String(required=True)
+    lot = fields.String(required=True)
+    product = fields.String(**_NULLABLE)
+    verdict = fields.String(required=True, metadata={"enum": ["certified", "not_certified"]})
+    certificate = fields.Nested(CertificateBodySchema, required=True)
+    signature = fields.String(required=True)
+
+
+class CredentialSchema(Schema):
+    """``?format=vc``: a W3C Verifiable Credential 2.0 carrying the signed certificate."""
+
+    context = fields.List(fields.String(), required=True, data_key="@context")
+    id = fields.String(required=True, metadata={"description": "urn:filiera:certificate: + SHA-256(JCS(certificate))"})
+    type = fields.List(fields.String(), required=True)
+    name = fields.String(required=True)
+    issuer = fields.String(required=True, metadata={"description": "did:key of the ledger key"})
+    validFrom = fields.String(required=True, metadata={"format": "date-time"})  # noqa: N815
+    credentialSubject = fields.Nested(CredentialSubjectSchema, required=True)  # noqa: N815
+    proof = fields.Nested(DataIntegrityProofSchema, required=True)

@@ -367,6 +367,7 @@ CASES = [
     Case("name-is-a-number", entry(lambda c: _payload_edit(c, _set(5, "participant", "name"))), 400, "invalid_field"),
     Case("name-with-control-character", entry(lambda c: _payload_edit(c, _set("Acme\u0000", "participant", "name"))), 400, "invalid_field"),
     Case("unknown-role", entry(lambda c: _payload_edit(c, _set(["king"], "participant", "roles"))), 400, "invalid_field"),
+    Case("role-is-a-list", entry(lambda c: _payload_edit(c, _set(["buyer", []], "participant", "roles"))), 400, "invalid_field"),
     Case("participant-id-uppercase", entry(lambda c: _payload_edit(c, _set("Nuovo", "participant", "id"))), 400, "invalid_field"),
     Case("personal-data-email", entry(lambda c: _payload_edit(c, _set("ana@example.org", "participant", "name"))), 400, "personal_data"),
     Case("personal-data-phone", entry(lambda c: _payload_edit(c, _set({"tel": "+39 347 123 4567"}, "participant", "attributes"))), 400, "personal_data"),

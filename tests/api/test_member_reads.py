@@ -93,6 +93,22 @@ def test_a_signature_for_another_target_or_method_is_refused(client: FlaskClient
     assert (resp.status_code, resp.json["code"]) == (401, "request_signature_invalid")
 
 
+@pytest.mark.parametrize(
+    ("path", "iri"),
+    [("/v1/participants?after=citt%C3%A0", "/v1/participants?after=città"),
+     ("/v1/participants?after=a%2Fb", "/v1/participants?after=a/b")],
+    ids=["utf8-in-query", "escaped-slash-in-query"],
+)
+def test_the_signed_target_is_the_uri_as_sent(client: FlaskClient, ledger_env: LedgerEnv, path: str, iri: str) -> None:
+    """RFC 9421 ``@target-uri`` is the URI as the client sent it, percent-encoding and all,
+    not Werkzeug's decoded ``request.url`` (an IRI: "%C3%A0" read as "à", "%2F" as "/")."""
+    resp = _signed(client, ledger_env.admin, path)
+    assert (resp.status_code, resp.json["code"]) == (400, "invalid_page")  # signed, then refused as a cursor
+    headers = sign_request("GET", "http://localhost" + iri.replace("à", "%E0"), ledger_env.admin.key)
+    resp = client.get(path, headers=headers, unsigned=True)
+    assert (resp.status_code, resp.json["code"]) == (401, "request_signature_invalid")
+
+
 def _sign_covering(key: SigningKey, url: str, components: tuple[str, ...], **kw: Any) -> dict[str, str]:
     from ledger import httpsig
 

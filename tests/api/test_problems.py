@@ -206,7 +206,7 @@ def test_every_route_is_documented_with_its_methods(app: Flask, client: FlaskCli
 def test_openapi_declares_problem_responses(client: FlaskClient, ledger_env: LedgerEnv) -> None:
     spec = _spec(client)
     submit = spec["paths"]["/v1/entries"]["post"]
-    assert {"200", "201", "202", "400", "403", "409", "413", "415", "422"} <= set(submit["responses"])
+    assert {"200", "201", "202", "400", "403", "404", "409", "413", "415", "422"} <= set(submit["responses"])
     problem = submit["responses"]["422"]["content"]["application/problem+json"]["schema"]
     assert problem == {"$ref": "#/components/schemas/Problem"}
     assert ORIGIN not in str(spec)  # the description is of the API, not of one ledger's data

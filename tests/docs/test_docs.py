@@ -48,7 +48,7 @@ from .gen_vectors import (
 README = ROOT / "README.md"
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 WITNESSING_DOC = ROOT / "docs" / "witnessing.md"
-TEST_ONLY_SETTINGS = ("FILIERA_TEST_PG_URL", "FILIERA_SKIP_PG")
+TEST_ONLY_SETTINGS = ("FILIERA_TEST_PG_URL", "FILIERA_SKIP_PG", "FILIERA_FUZZ_EXAMPLES")
 
 
 @pytest.fixture(scope="module")
