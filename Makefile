@@ -44,7 +44,7 @@ typecheck: install-test
 ## audit the vulnerability service could not answer says so (and fails with AUDIT_REQUIRED=1)
 AUDIT_REQUIRED ?= 0
 audit-deps: install-test
-	$(BIN)/python tools/audit_deps.py $(if $(filter 1,$(AUDIT_REQUIRED)),--require)
+	$(BIN)/python -m tests.audit_deps $(if $(filter 1,$(AUDIT_REQUIRED)),--require)
 
 ## make bench: ingest, batch and proof benchmarks beside the raw Ed25519 verify rate
 bench: install-test

@@ -1,11 +1,11 @@
-"""``make audit-deps`` decides from pip-audit's JSON report (tools/audit_deps.py): a known
+"""``make audit-deps`` decides from pip-audit's JSON report (tests/audit_deps.py): a known
 vulnerability fails, and an audit the service could not answer is never a silent pass."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tools.audit_deps import verdict
+from tests.audit_deps import verdict
 
 
 def _dep(name: str, *, vulns: list[dict[str, Any]] | None = None, skip: str | None = None) -> dict[str, Any]:
