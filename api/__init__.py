@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 
 from ledger.clock import Clock
@@ -13,7 +11,7 @@ from ledger.keys import SigningKey, read_key_file, signing_key_from_env
 from ledger.sealing import Sealer
 from ledger.storage.store import Store
 
-from . import problems
+from . import ops, problems
 from .services import Services
 
 __all__ = ["create_app", "load_ledger_key"]
@@ -48,9 +46,7 @@ def create_app(
     """Build the app for one ledger database. Refuses to start (ConfigurationError,
     UnsafeConfiguration, NotInitialised) rather than serve a ledger it cannot keep safe."""
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Alembic narrates every plugin it loads at INFO; only its warnings belong in our log.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    ops.prepare(settings)
     store = Store.open(settings)
     key = load_ledger_key(settings)
     with store.read() as conn:
@@ -68,6 +64,8 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["filiera"] = Services(settings, store, sealer, key.public_key)
     problems.register(app)
+    # Request ids and logs, metrics, rate limits, health, security headers: api/ops.py.
+    ops.register(app, settings)
 
     from .routes import blocks, entries, epcis, export, ledger, lots, meta, participants, proofs
 

@@ -21,6 +21,7 @@ __all__ = [
     "RuleViolation",
     "TooLarge",
     "UnsupportedMedia",
+    "Throttled",
     "Unavailable",
     "IntegrityFailure",
     "SignatureRejected",
@@ -80,6 +81,8 @@ __all__ = [
     "HistoryTooLarge",
     "UnsupportedMediaType",
     "UnsupportedEncoding",
+    # throttling
+    "RateLimited",
     # service
     "NotInitialised",
     "UnsafeConfiguration",
@@ -186,6 +189,13 @@ class TooLarge(LedgerError):
 class UnsupportedMedia(LedgerError):
     code = "unsupported_media"
     title = "Unsupported media"
+
+
+class Throttled(LedgerError):
+    """Too many requests from one member or address: nothing about the request is wrong."""
+
+    code = "throttled"
+    title = "Too many requests"
 
 
 class Unavailable(LedgerError):
@@ -492,6 +502,11 @@ class NotInitialised(Unavailable):
 class UnsafeConfiguration(Unavailable):
     code = "unsafe_configuration"
     title = "Unsafe database configuration"
+
+
+class RateLimited(Throttled):
+    code = "rate_limited"
+    title = "Rate limit exceeded"
 
 
 class SealTimeout(Unavailable):
