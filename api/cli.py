@@ -281,7 +281,7 @@ def serve(obj: _Ctx, host: str, port: int, workers: int) -> None:
     # stands in for the one api/gunicorn.conf.py makes, so the rate-limit store is tried too.
     try:
         with tempfile.TemporaryDirectory(prefix="filiera-check-") as scratch:
-            settings = dataclasses.replace(obj.settings, run_dir=obj.settings.run_dir or Path(scratch))
+            settings = dataclasses.replace(obj.settings, run_dir=Path(scratch))
             create_app(settings, background_sealing=False).extensions["filiera"].store.dispose()
     except LedgerError as exc:
         _fail(exc)

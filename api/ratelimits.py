@@ -27,7 +27,9 @@ from limits import parse_many
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import SCHEMES
 
-from ledger.config import Settings
+from sqlalchemy.exc import SQLAlchemyError
+
+from ledger.config import Settings, redacted_url
 from ledger.errors import ConfigurationError, LedgerError, RateLimited
 
 from . import ratelimit_store  # noqa: F401 - registers the sql+ storage schemes with limits
@@ -136,8 +138,8 @@ def register(app: Flask, settings: Settings) -> Limiter | None:
             # service, they must not take it down.
             swallow_errors=True,
         )
-    except (LimitsConfigurationError, ValueError) as exc:
-        raise ConfigurationError(f"FILIERA_RATE_LIMIT_STORAGE: {exc}") from exc
+    except (LimitsConfigurationError, ValueError, SQLAlchemyError) as exc:
+        raise ConfigurationError(f"rate-limit storage {redacted_url(uri)}: {exc}") from exc
 
     @app.errorhandler(RateLimitExceeded)
     def _too_many(exc: RateLimitExceeded) -> Response:

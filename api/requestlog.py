@@ -63,7 +63,7 @@ class _RequestIdFilter(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``time`` (RFC 3339, UTC), ``level``, ``logger``, ``message``,
-    the request fields present on the record, and ``exc`` with a traceback if there is one."""
+    ``pid``, the request fields present on the record, and ``exc`` with a traceback if any."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -71,6 +71,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which gunicorn worker
         }
         for name in _FIELDS:
             value = getattr(record, name, None)
