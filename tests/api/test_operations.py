@@ -24,6 +24,7 @@ from api.requestlog import JsonFormatter
 from ledger.clock import FixedClock
 from ledger.config import Settings
 from ledger.errors import ConfigurationError
+from ledger.httpsig import sign_request
 from ledger.keys import SigningKey, write_key_file
 
 from ..conftest import LedgerEnv, SigningClient
@@ -330,6 +331,24 @@ def test_rate_limit_per_member_follows_the_signature_not_the_address(
     # member's count, and the route refuses it as usual.
     stranger = _signed(app, Member("admin", SigningKey.generate()))
     assert stranger.get("/v1/participants").status_code == 401
+
+
+def test_signed_submissions_count_against_the_member(make_app: Any, ledger_env: LedgerEnv, tmp_path: Path) -> None:
+    """A client that signs its POSTs (ledger.client with a key) spends its member's allowance,
+    not its address's: docs/operations.md tells bulk integrations to do so."""
+    app = make_app(
+        rate_limit_member="2/minute", rate_limit_ip="1/minute",
+        rate_limit_storage=f"sql+sqlite:///{tmp_path / 'rl.sqlite'}",
+    )
+    client = app.test_client()
+    statuses = []
+    for name in ("cantina", "frantoio", "oleificio"):
+        body = json.dumps(register(ledger_env.admin, Member(name), ["producer"])).encode()
+        headers = sign_request("POST", "http://localhost/v1/entries", ledger_env.admin.key, body=body)
+        resp = client.post("/v1/entries", data=body, headers={**headers, "Content-Type": "application/json"})
+        statuses.append(resp.status_code)
+    assert statuses == [201, 201, 429]
+    assert client.post("/v1/entries", json={}).status_code == 400  # the address's one request
 
 
 def test_rate_limits_off(make_app: Any, tmp_path: Path) -> None:
