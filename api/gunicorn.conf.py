@@ -2,7 +2,9 @@
 
 Threaded workers (gthread) so that a slow client holds a thread, not a whole worker; request
 line and header limits as TESTPLAN T8 asks. The app is built after fork in every worker
-(no preload), so no database connection or sealing thread is shared between processes.
+(no preload), so no database connection or sealing thread is shared between processes. Below,
+the run directory that the workers share for metrics and rate-limit counters (api/metrics.py,
+api/ratelimits.py), and the hooks that keep it right. Limits and timeouts: docs/operations.md.
 """
 
 worker_class = "gthread"

@@ -382,3 +382,19 @@ def test_run_directory_is_emptied_at_start(
     assert not stale.exists()
     assert _get(server, "/v1/checkpoint").status == 200
     assert (run_dir / "rate-limits.sqlite").read_bytes() != b"stale"
+
+
+def test_private_run_directory_is_removed_when_the_server_stops(
+    ledger_env: LedgerEnv, start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    from .conftest import _stop
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    server = start_server(ledger_env.settings, workers=2, via_cli=True, env={"TMPDIR": str(tmp)})
+    assert _get(server, "/v1/checkpoint").status == 200
+    (run_dir,) = tmp.glob("filiera-run-*")
+    assert run_dir.stat().st_mode & 0o777 == 0o700
+    assert any((run_dir / "metrics").glob("counter_*.db"))
+    _stop(server.process)
+    assert not run_dir.exists()
