@@ -172,7 +172,7 @@ def metrics() -> Response:
     registry = CollectorRegistry(auto_describe=False)
     path = _multiprocess_dir()
     if path is not None:
-        MultiProcessCollector(registry, path=path)
+        MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
     else:
         registry.register(_Process())
     registry.register(_LedgerCollector(svc.store, svc.sealer.clock))

@@ -25,7 +25,7 @@ from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse_many
 from limits.errors import ConfigurationError as LimitsConfigurationError
-from limits.storage import SCHEMES
+from limits.storage import SCHEMES  # type: ignore[attr-defined]  # the registry of storage schemes
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -67,7 +67,8 @@ def check(settings: Settings) -> None:
     limit_value("FILIERA_RATE_LIMIT_MEMBER", settings.rate_limit_member)
     limit_value("FILIERA_RATE_LIMIT_IP", settings.rate_limit_ip)
     uri = settings.rate_limit_storage
-    if uri and urllib.parse.urlparse(uri).scheme not in SCHEMES:
+    scheme = urllib.parse.urlparse(uri).scheme
+    if uri and (scheme not in SCHEMES or scheme.startswith("async+")):
         raise ConfigurationError(
             f"FILIERA_RATE_LIMIT_STORAGE: unknown storage {uri.split(':', 1)[0]!r}; use "
             "sql+sqlite:///..., sql+postgresql://..., redis://... or memory://"

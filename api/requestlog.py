@@ -96,12 +96,12 @@ def configure_logging(settings: Settings) -> None:
     # Flask-Limiter logs each refusal at INFO with its key, which may be a client address;
     # refusals are counted in filiera_rate_limited_total and in the request lines instead.
     logging.getLogger("flask-limiter").setLevel(logging.WARNING)
-    ours = [h for h in root.handlers if getattr(h, "_filiera", False)]
+    ours: list[logging.Handler] = [h for h in root.handlers if getattr(h, "_filiera", False)]
     if not ours and not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler._filiera = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-        ours = [handler]
+        stream = logging.StreamHandler(sys.stderr)
+        stream._filiera = True  # type: ignore[attr-defined]
+        root.addHandler(stream)
+        ours = [stream]
     formatter: logging.Formatter = (
         JsonFormatter() if settings.log_format == "json" else logging.Formatter(_TEXT_FORMAT)
     )

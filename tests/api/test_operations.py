@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -20,6 +22,7 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api import create_app
+from api.ratelimit_store import SqlStorage
 from api.requestlog import JsonFormatter
 from ledger.clock import FixedClock
 from ledger.config import Settings
@@ -27,7 +30,7 @@ from ledger.errors import ConfigurationError
 from ledger.httpsig import sign_request
 from ledger.keys import SigningKey, write_key_file
 
-from ..conftest import LedgerEnv, SigningClient
+from ..conftest import Db, LedgerEnv, SigningClient
 from ..factories import Member, envelope, payload, post_entry, register
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -370,11 +373,32 @@ def test_without_a_shared_store_limits_are_off_and_say_so(make_app: Any, caplog:
     {"rate_limit_member": "5/fortnight"},
     {"rate_limit_ip": "1/second;5/minute"},
     {"rate_limit_storage": "nosuch://x"},
-], ids=["not-a-rate", "unknown-unit", "two-rates", "unknown-storage"])
+    {"rate_limit_storage": "async+memory://"},
+], ids=["not-a-rate", "unknown-unit", "two-rates", "unknown-storage", "async-storage"])
 def test_bad_rate_limit_settings_refuse_to_start(ledger_env: LedgerEnv, tmp_path: Path, overrides: dict[str, str]) -> None:
     settings = replace(ledger_env.settings, run_dir=tmp_path, **overrides)
     with pytest.raises(ConfigurationError):
         create_app(settings, background_sealing=False)
+
+
+def test_sql_storage_counts_every_concurrent_hit(db: Db) -> None:
+    """The shared store (api/ratelimit_store.py) on either database: hits from many threads
+    (and so from many processes, each statement being atomic) are all counted, and a window
+    that ends starts again from the next hit."""
+    storage = SqlStorage(f"sql+{db.url}")
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            counts = list(pool.map(lambda _: storage.incr("k", 60), range(80)))
+        assert sorted(counts) == list(range(1, 81))
+        assert storage.get("k") == 80
+        assert 59 <= storage.get_expiry("k") - time.time() <= 60
+        assert storage.incr("short", 0) == 1  # expires at once
+        assert storage.incr("short", 60) == 1  # a new window
+        storage.clear("k")
+        assert storage.get("k") == 0
+        assert storage.check()
+    finally:
+        storage.engine.dispose()
 
 
 # --- settings and headers --------------------------------------------------------------------
