@@ -10,11 +10,13 @@ from ledger.errors import ConfigurationError
 from ledger.keys import SigningKey, read_key_file, signing_key_from_env
 from ledger.sealing import Sealer
 from ledger.storage.store import Store
+from ledger.witness_policy import WitnessPolicy
+from ledger.witnessing import Witnessing
 
-from . import ops, problems
+from . import problems
 from .services import Services
 
-__all__ = ["create_app", "load_ledger_key"]
+__all__ = ["create_app", "load_ledger_key", "load_witness_policy"]
 
 
 def load_ledger_key(settings: Settings) -> SigningKey:
@@ -37,14 +39,46 @@ def load_ledger_key(settings: Settings) -> SigningKey:
     return kf.signing_key
 
 
+def load_witness_policy(settings: Settings, origin: str | None, ledger_key: bytes) -> WitnessPolicy | None:
+    """The policy named by FILIERA_WITNESS_POLICY, if any. When it lists logs, this ledger
+    must be one of them. Raises InvalidWitnessPolicy or ConfigurationError."""
+    if settings.witness_policy is None:
+        return None
+    try:
+        data = settings.witness_policy.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the witness policy {settings.witness_policy}: {exc.strerror}"
+        ) from exc
+    policy = WitnessPolicy.parse(data, source=str(settings.witness_policy))
+    if policy.logs and origin is not None:
+        from ledger.notes import verifier_for
+
+        ours = verifier_for(origin, ledger_key)
+        if ours not in policy.logs:
+            raise ConfigurationError(
+                f"the witness policy {settings.witness_policy} lists logs, but not this ledger "
+                f"({ours.vkey}); add a `log` line for it or remove the `log` lines"
+            )
+    return policy
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     clock: Clock | None = None,
     background_sealing: bool = True,
+    background_witnessing: bool | None = None,
 ) -> Flask:
     """Build the app for one ledger database. Refuses to start (ConfigurationError,
-    UnsafeConfiguration, NotInitialised) rather than serve a ledger it cannot keep safe."""
+    UnsafeConfiguration, NotInitialised) rather than serve a ledger it cannot keep safe.
+
+    With a witness policy, a witnessing thread runs too (``background_witnessing``, default:
+    as ``background_sealing``)."""
+    # Imported here, not at the top: gunicorn's master imports this package (its logger class)
+    # before it sets PROMETHEUS_MULTIPROC_DIR, which prometheus_client reads when imported.
+    from . import ops
+
     settings = settings or Settings.from_env()
     ops.prepare(settings)
     store = Store.open(settings)
@@ -55,20 +89,32 @@ def create_app(
         raise ConfigurationError(
             "the configured ledger key is not the key named in this ledger's genesis block"
         )
+    try:
+        witness_policy = load_witness_policy(settings, policy.origin if policy else None, key.public_key.raw)
+    except BaseException:
+        store.dispose()
+        raise
     sealer = Sealer(store, signing_key=key, clock=clock, seal_timeout=settings.seal_timeout)
     if background_sealing:
         sealer.start_background(settings.seal_interval)
+    witnessing = None
+    if witness_policy is not None:
+        witnessing = Witnessing(
+            store, witness_policy, timeout=settings.witness_timeout, interval=settings.witness_interval
+        )
+        if background_sealing if background_witnessing is None else background_witnessing:
+            witnessing.start_background()
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["filiera"] = Services(settings, store, sealer, key.public_key)
+    app.extensions["filiera"] = Services(settings, store, sealer, key.public_key, witness_policy, witnessing)
     problems.register(app)
     # Request ids and logs, metrics, rate limits, health, security headers: api/ops.py.
     ops.register(app, settings)
 
-    from .routes import blocks, entries, epcis, export, ledger, lots, meta, participants, proofs
+    from .routes import analytics, blocks, engagement, entries, epcis, export, ledger, lots, meta, participants, proofs, public
 
-    for module in (ledger, entries, blocks, proofs, participants, lots, epcis, export, meta):
+    for module in (ledger, entries, blocks, proofs, participants, lots, epcis, export, analytics, engagement, public, meta):
         app.register_blueprint(module.bp)
     return app

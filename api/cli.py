@@ -291,6 +291,8 @@ def serve(obj: _Ctx, host: str, port: int, workers: int) -> None:
     env["FILIERA_DATA_DIR"] = str(obj.settings.data_dir.resolve())
     env["FILIERA_DATABASE_URL"] = obj.settings.database_url
     env["FILIERA_LEDGER_KEY_FILE"] = str(obj.settings.ledger_key_file.resolve())
+    if obj.settings.witness_policy is not None:
+        env["FILIERA_WITNESS_POLICY"] = str(obj.settings.witness_policy.resolve())
     args = [sys.executable, "-m", "gunicorn", "-c", str(conf), "--bind", f"{host}:{port}", "--workers", str(workers), "--chdir", str(Path(__file__).resolve().parents[1])]
     click.echo(f"serving {redacted_url(obj.settings.database_url)} on http://{host}:{port} with {workers} workers")
     os.execve(sys.executable, args, env)
@@ -447,6 +449,7 @@ def verify(
                     state_check=source.state_check,
                     trusted_checkpoint=checkpoint,
                     progress=progress,
+                    on_block=source.on_block,
                 )
             finally:
                 source.close()

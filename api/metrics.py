@@ -16,6 +16,7 @@ statuses, error codes), never ids.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client import values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -44,6 +46,8 @@ from .openapi import TEXT, operation
 from .services import services
 
 __all__ = ["bp", "register", "SealMetrics", "HTTP_REQUESTS", "ENTRIES", "SEAL_SECONDS"]
+
+log = logging.getLogger("filiera.metrics")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -183,6 +187,13 @@ def metrics() -> Response:
 
 def register(app: Flask) -> None:
     """Time and count every request; observe the sealer; serve /metrics."""
+    if _multiprocess_dir() is not None and values.ValueClass.__name__ == "MutexValue":
+        # prometheus_client chose per-process values when it was imported, before the
+        # variable was set: each worker would then report only its own counts.
+        log.error(
+            "PROMETHEUS_MULTIPROC_DIR was set after prometheus_client was imported; /metrics "
+            "will show one worker's counts only. Import the app only in the workers."
+        )
     app.extensions["filiera"].sealer.observer = SealMetrics()
 
     @app.before_request

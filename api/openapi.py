@@ -17,12 +17,15 @@ from marshmallow import Schema
 
 from .schemas.common import ProblemSchema
 
-__all__ = ["operation", "build_spec", "TEXT", "NDJSON"]
+__all__ = ["operation", "build_spec", "TEXT", "NDJSON", "HTML", "SVG", "PNG"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 TEXT = "text/plain"
 NDJSON = "application/x-ndjson"
+HTML = "text/html"
+SVG = "image/svg+xml"
+PNG = "image/png"
 
 _REASONS = {
     200: "OK",
@@ -55,8 +58,9 @@ def operation(
     member: bool = False,
 ) -> Callable[[F], F]:
     """Declare a view's OpenAPI operation. ``responses`` maps statuses to a schema, a media
-    type (``TEXT``, ``NDJSON``), a (media type, JSON Schema) pair for JSON bodies of another
-    media type, or None (no body); ``errors`` lists problem statuses."""
+    type (``TEXT``, ``NDJSON``, ``HTML``, ``SVG``, ``PNG``), a (media type, JSON Schema) pair for
+    JSON bodies of another media type, or None (no body); ``errors`` lists problem statuses (a
+    status that ``responses`` declares, e.g. an HTML 404, is not one)."""
 
     def mark(view: F) -> F:
         view._openapi = {  # type: ignore[attr-defined]

@@ -12,6 +12,8 @@ from ledger.errors import InvalidPage
 from ledger.keys import PublicKey
 from ledger.sealing import Sealer
 from ledger.storage.store import Store
+from ledger.witness_policy import WitnessPolicy
+from ledger.witnessing import Witnessing
 from marshmallow import Schema, ValidationError
 
 __all__ = ["Services", "services", "load_query"]
@@ -23,6 +25,8 @@ class Services:
     store: Store
     sealer: Sealer
     ledger_key: PublicKey | None
+    witness_policy: WitnessPolicy | None = None
+    witnessing: Witnessing | None = None
 
 
 def services() -> Services:

@@ -23,7 +23,8 @@ from ledger.storage import schema as t
 from ledger.state import LedgerState
 from ledger.storage import projection
 from ledger.storage.store import Store
-from ledger.verify import NodeCheck, StateCheck, StoredBlock, StoredLeaf
+from ledger.storage.facts_replay import FactsCheck
+from ledger.verify import BlockHook, NodeCheck, StateCheck, StoredBlock, StoredLeaf
 
 __all__ = ["ChainSource", "db_source", "http_source", "db_blocks", "http_blocks"]
 
@@ -40,6 +41,8 @@ class ChainSource:
     node_check: NodeCheck | None
     state_check: StateCheck | None
     close: Callable[[], None] = lambda: None
+    # Receives each verified block (the facts projection is compared through it).
+    on_block: BlockHook | None = None
 
 
 def _node_count(size: int) -> int:
@@ -91,7 +94,8 @@ def _key_view(rec: KeyRecord) -> dict[str, Any]:
 
 def db_source(settings: Settings) -> ChainSource:
     """Every block of the local database with its leaves, a check of stored Merkle nodes,
-    of rows no block seals, and of the participant and key tables."""
+    of rows no block seals, of the participant and key tables, and (through ``on_block``)
+    of the facts projection."""
     store = Store.open(settings)
     try:
         with store.read() as conn:
@@ -144,8 +148,11 @@ def db_source(settings: Settings) -> ChainSource:
                     node=list(node),
                 )
 
+    facts = FactsCheck(store)
+
     def state_check(state: LedgerState) -> None:
         participants, keys = state.changed_participants(), state.changed_keys()
+        facts.finish()
         with store.read() as conn:
             for kind in projection.PROJECTED_KINDS:
                 replayed = {r.ident: r for r in state.changed(kind)}
@@ -210,7 +217,7 @@ def db_source(settings: Settings) -> ChainSource:
         gen.close()
         store.dispose()
 
-    return ChainSource(gen, total, node_check, state_check, close)
+    return ChainSource(gen, total, node_check, state_check, close, on_block=facts.on_block)
 
 
 def _check_nothing_unsealed(store: Store, size: int) -> None:

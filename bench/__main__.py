@@ -7,7 +7,9 @@ Sections (all in one run, so every ratio has its baseline from the same minutes)
 3. batch     POST /v1/entries/batch, 1,000 entries a request
 4. proofs    inclusion and consistency proofs on ledgers of 10k and 100k entries
 5. demo      realistic mix: `filiera demo --lots N` built in-process (100,000 lots by default)
-6. audit     `filiera audit` of a demo export (392,000 lots: about a million entries), entries/s
+6. provenance  GET /v1/lots/{lot}/provenance of a 10-step lineage added to the audit section's
+             million-entry demo (SQLite) and to a fresh demo on PostgreSQL, p50/p95/p99
+7. audit     `filiera audit` of a demo export (392,000 lots: about a million entries), entries/s
              beside the raw verify rate of all cores, and the peak memory of its process tree
 
 Sections 2-5 run on SQLite and on PostgreSQL (the 100k demo on SQLite only, unless --demo-pg).
@@ -39,13 +41,16 @@ TARGETS = {
     "proof_ms_at_100k": 2.0,
     "audit_ratio_to_all_core_verify": 0.70,
     "audit_peak_mb": 300.0,
+    "provenance_p95_ms": 20.0,
 }
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     ap.add_argument("--backends", default="sqlite,postgresql", help="comma-separated (default: both)")
-    ap.add_argument("--only", default="baseline,single,batch,proofs,demo,audit", help="sections to run")
+    ap.add_argument("--only", default="baseline,single,batch,proofs,demo,audit,provenance", help="sections to run")
+    ap.add_argument("--provenance-pg-lots", type=int, default=20_000, help="lots of the PostgreSQL demo for provenance")
+    ap.add_argument("--provenance-samples", type=int, default=300)
     ap.add_argument("--audit-lots", type=int, default=392_000, help="lots of the audited demo (about 2.6 entries each)")
     ap.add_argument("--audit-workers", type=int, default=None, help="filiera audit --workers (default: every core)")
     ap.add_argument("--demo-lots", type=int, default=100_000, help="lots of the realistic-mix demo")
@@ -67,7 +72,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.quick:
         a.seconds, a.per_client, a.batches, a.sizes, a.samples, a.verify_seconds = 4.0, 400, 1, "2000,5000", 100, 1.0
-        a.demo_lots, a.demo_pg_lots, a.audit_lots = 1_000, 500, 2_000
+        a.demo_lots, a.demo_pg_lots, a.audit_lots, a.provenance_pg_lots, a.provenance_samples = 1_000, 500, 2_000, 500, 50
     return a
 
 
@@ -191,6 +196,33 @@ def main(argv: list[str] | None = None) -> int:
             results["errors"].append(f"audit: {exc!r}")
             log(f"ERROR audit: {exc!r}")
             traceback.print_exc()
+
+    if "provenance" in sections:
+        from ledger.config import Settings
+
+        from .audit import prepare
+        from .provenance import run_provenance
+
+        results["provenance"] = {}
+        for backend in backends:
+            try:
+                if backend == "sqlite":
+                    data, _, origin = prepare(a.audit_lots, a.out, log)
+                    settings = Settings.from_env({}, data_dir=data, ledger_key_file=data / "ledger.key", database_url=f"sqlite:///{data / 'filiera.db'}", log_level="WARNING")
+                    log(f"provenance: sqlite, 10-step lineage added to the {a.audit_lots:,}-lot demo")
+                    r = run_provenance(backend, settings=settings, lots=0, pg_url=a.pg_url, workdir=a.out, samples=a.provenance_samples, origin=origin)
+                else:
+                    if m["postgresql"] is None:
+                        continue
+                    log(f"provenance: postgresql, 10-step lineage added to a {a.provenance_pg_lots:,}-lot demo")
+                    with tempfile.TemporaryDirectory(prefix="filiera-bench-") as tmp:
+                        r = run_provenance(backend, settings=None, lots=a.provenance_pg_lots, pg_url=a.pg_url, workdir=Path(tmp), samples=a.provenance_samples, origin="bench.filiera.example")
+                results["provenance"][backend] = r
+                log(f"  {r['entries']} entries with proofs at tree size {r['tree_size']:,}: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms")
+            except Exception as exc:  # noqa: BLE001
+                results["errors"].append(f"{backend} provenance: {exc!r}")
+                log(f"ERROR {backend} provenance: {exc!r}")
+                traceback.print_exc()
 
     results["seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["loadavg_end"] = list(os.getloadavg())

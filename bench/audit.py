@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_audit"]
+__all__ = ["run_audit", "prepare"]
 
 FILIERA = str(Path(sys.executable).with_name("filiera"))
 
@@ -65,6 +65,14 @@ class _Sampler(threading.Thread):
             self.stop.wait(0.05)
 
 
+def prepare(lots: int, cache: Path, log: Any) -> tuple[Path, Path, str]:
+    """The cached demo ledger of ``lots`` lots and its export: (data dir, bundle, origin)."""
+    bundle, _ = _prepare(lots, cache, log)
+    with open(bundle, "rb") as f:
+        origin = json.loads(f.readline())["origin"]
+    return bundle.parent, bundle, origin
+
+
 def _prepare(lots: int, cache: Path, log: Any) -> tuple[Path, str]:
     data = cache / f"audit-{lots}"
     bundle = data / "bundle.ndjson"
@@ -74,6 +82,7 @@ def _prepare(lots: int, cache: Path, log: Any) -> tuple[Path, str]:
         data.mkdir(parents=True, exist_ok=True)
         log(f"audit: building the demo ledger of {lots:,} lots once (cached in {data})")
         subprocess.run([FILIERA, "demo", "--lots", str(lots), "--if-missing"], env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([FILIERA, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
         log("audit: exporting it")
         subprocess.run([FILIERA, "export", "--out", str(bundle), "--force"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(bundle, "rb") as f:

@@ -133,6 +133,16 @@ def render(results: dict[str, Any]) -> str:
             f"RSS summed over processes {audit['peak_rss_sum_mb']:,.0f} MB, main process {audit['peak_main_rss_mb']:,.0f} MB)",
             f"  CPU {audit['cpu_seconds']:,.1f} s over {audit['seconds']:,.1f} s of wall time",
         ]
+    prov = results.get("provenance") or {}
+    if prov:
+        lines.append("")
+        lines.append("provenance of a lot with a 10-step lineage, with proofs (GET /v1/lots/{lot}/provenance, in-process):")
+        for backend, r in prov.items():
+            lines.append(
+                f"  {LABELS.get(backend, backend)}: tree size {r['tree_size']:,}, {r['entries']} entries, {r['bytes']:,} bytes: "
+                f"p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms{_mark(r['p95_ms'] < t['provenance_p95_ms'])}, p99 {r['p99_ms']:.1f} ms "
+                f"(target p95 < {t['provenance_p95_ms']:.0f} ms)"
+            )
     for e in results["errors"]:
         lines.append(f"ERROR: {e}")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigurationError
 
@@ -42,6 +43,10 @@ SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
     "FILIERA_TRUSTED_PROXIES": ("trusted_proxies", "reverse proxies whose X-Forwarded-For is believed (0)"),
     "FILIERA_READY_MAX_PENDING_AGE": ("ready_max_pending_age", "seconds the oldest queued entry may wait before /v1/health/ready fails (60)"),
     "FILIERA_RUN_DIR": ("run_dir", "private directory of one server run (set by the gunicorn config)"),
+    "FILIERA_WITNESS_POLICY": ("witness_policy", "witness policy file (c2sp.org/tlog-policy); unset: no witnesses"),
+    "FILIERA_WITNESS_INTERVAL": ("witness_interval", "seconds between witnessing rounds (1)"),
+    "FILIERA_WITNESS_TIMEOUT": ("witness_timeout", "seconds to wait for one witness's answer (5)"),
+    "FILIERA_PUBLIC_URL": ("public_url", "base URL that product-page QR codes encode (none: the request's own)"),
 }
 
 LOG_FORMATS = ("json", "text")
@@ -51,8 +56,6 @@ _SWITCH = {"on": True, "true": True, "1": True, "yes": True, "off": False, "fals
 
 def redacted_url(url: str) -> str:
     """A database URL fit for a log or a terminal: any password replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
-
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -96,6 +99,10 @@ class Settings:
     trusted_proxies: int = 0
     ready_max_pending_age: float = 60.0
     run_dir: Path | None = None
+    witness_policy: Path | None = None
+    witness_interval: float = 1.0
+    witness_timeout: float = 5.0
+    public_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -121,6 +128,8 @@ class Settings:
             "rate_limit_ip": env.get("FILIERA_RATE_LIMIT_IP", "300/minute").strip(),
             "rate_limit_storage": env.get("FILIERA_RATE_LIMIT_STORAGE", "").strip(),
             "run_dir": Path(env["FILIERA_RUN_DIR"]) if env.get("FILIERA_RUN_DIR") else None,
+            "witness_policy": Path(env["FILIERA_WITNESS_POLICY"]) if env.get("FILIERA_WITNESS_POLICY") else None,
+            "public_url": env.get("FILIERA_PUBLIC_URL", ""),
         }
         if "FILIERA_LOG_CLIENT_IPS" in env:
             switch = _SWITCH.get(env["FILIERA_LOG_CLIENT_IPS"].strip().lower())
@@ -138,6 +147,8 @@ class Settings:
             ("FILIERA_PROVENANCE_MAX_LOTS", "provenance_max_lots", int),
             ("FILIERA_TRUSTED_PROXIES", "trusted_proxies", int),
             ("FILIERA_READY_MAX_PENDING_AGE", "ready_max_pending_age", float),
+            ("FILIERA_WITNESS_INTERVAL", "witness_interval", float),
+            ("FILIERA_WITNESS_TIMEOUT", "witness_timeout", float),
         ):
             if name in env:
                 try:
@@ -151,7 +162,11 @@ class Settings:
             settings = replace(
                 settings, database_url=f"sqlite:///{(settings.data_dir / 'filiera.db').resolve()}"
             )
-        return replace(settings, database_url=normalise_database_url(settings.database_url))
+        return replace(
+            settings,
+            database_url=normalise_database_url(settings.database_url),
+            public_url=_public_url(settings.public_url),
+        )
 
     def _check(self) -> None:
         """Raises ConfigurationError for a value outside its set (numbers are checked above)."""
@@ -165,3 +180,16 @@ class Settings:
             raise ConfigurationError("FILIERA_TRUSTED_PROXIES must be 0 or more")
         if self.ready_max_pending_age <= 0:
             raise ConfigurationError("FILIERA_READY_MAX_PENDING_AGE must be a positive number of seconds")
+
+
+def _public_url(value: str) -> str:
+    """The public base URL without a trailing slash; it is printed on labels, so only an
+    absolute http(s) URL without query or fragment will do. Raises ConfigurationError."""
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"FILIERA_PUBLIC_URL must be an absolute http(s) URL such as https://trace.example.com, got {value!r}"
+        )
+    return value.rstrip("/")

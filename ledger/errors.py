@@ -42,6 +42,7 @@ __all__ = [
     "InvalidProofRequest",
     "InvalidPage",
     "InvalidExportRange",
+    "InvalidAnalyticsQuery",
     "PersonalData",
     "MalformedNote",
     "MalformedProof",
@@ -87,6 +88,7 @@ __all__ = [
     "NotInitialised",
     "UnsafeConfiguration",
     "SealTimeout",
+    "ParquetUnavailable",
     # verification failures (raised by verify/audit; never by a request)
     "InvalidProof",
     "InvalidCheckpoint",
@@ -124,6 +126,15 @@ __all__ = [
     "PaymentConfirmed",
     "UnknownSubject",
     "NotAParty",
+    # witnessing (c2sp.org/tlog-witness, tlog-cosignature, tlog-policy)
+    "MalformedWitnessRequest",
+    "UnknownLog",
+    "UntrustedCheckpoint",
+    "OldSizeMismatch",
+    "ConflictingCheckpoint",
+    "InconsistentCheckpoint",
+    "CheckpointNotWitnessed",
+    "InvalidWitnessPolicy",
     "all_error_classes",
     "error_for_code",
 ]
@@ -291,6 +302,11 @@ class InvalidPage(MalformedInput):
 class InvalidExportRange(MalformedInput):
     code = "invalid_export_range"
     title = "Export range out of range"
+
+
+class InvalidAnalyticsQuery(MalformedInput):
+    code = "invalid_analytics_query"
+    title = "Invalid analytics query"
 
 
 class PersonalData(MalformedInput):
@@ -514,6 +530,11 @@ class SealTimeout(Unavailable):
     title = "Entry accepted but not yet sealed"
 
 
+class ParquetUnavailable(Unavailable):
+    code = "parquet_unavailable"
+    title = "Parquet export not installed"
+
+
 # --- verification ------------------------------------------------------------------------
 
 
@@ -706,6 +727,49 @@ class UnknownSubject(RuleViolation):
 class NotAParty(Forbidden):
     code = "not_a_party"
     title = "Signer is not a party to this entry"
+
+
+# --- witnessing: c2sp.org/tlog-witness (the witness's answers) and the ledger's policy ------
+
+
+class MalformedWitnessRequest(MalformedInput):
+    code = "malformed_witness_request"
+    title = "Malformed add-checkpoint request"
+
+
+class UnknownLog(NotFound):
+    code = "unknown_log"
+    title = "Witness does not know this log"
+
+
+class UntrustedCheckpoint(Forbidden):
+    code = "untrusted_checkpoint"
+    title = "Checkpoint not signed by the log's known key"
+
+
+class OldSizeMismatch(Conflict):
+    code = "old_size_mismatch"
+    title = "Old size is not the witness's latest size"
+
+
+class ConflictingCheckpoint(Conflict):
+    code = "conflicting_checkpoint"
+    title = "Checkpoint conflicts with one the witness cosigned"
+
+
+class InconsistentCheckpoint(IntegrityFailure):
+    code = "inconsistent_checkpoint"
+    title = "Consistency proof does not verify"
+
+
+class CheckpointNotWitnessed(Unavailable):
+    code = "checkpoint_not_witnessed"
+    title = "No checkpoint has met the witness quorum yet"
+
+
+class InvalidWitnessPolicy(ConfigurationError):
+    code = "invalid_witness_policy"
+    title = "Invalid witness policy file"
 
 
 def all_error_classes() -> list[type[LedgerError]]:

@@ -56,6 +56,8 @@ __all__ = [
     "KeyFile",
     "write_key_file",
     "read_key_file",
+    "write_secret_file",
+    "read_secret_file",
     "signing_key_from_env",
     "PUBLIC_KEY_SIZE",
     "SEED_SIZE",
@@ -278,6 +280,14 @@ def write_key_file(
     Raises InvalidField (bad participant id) or InvalidKeyFile (exists, or cannot be written).
     """
     text = KeyFile(participant=participant, signing_key=signing_key).to_json().encode("utf-8")
+    write_secret_file(path, text, overwrite=overwrite)
+
+
+def write_secret_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
+    """Write secret bytes (any key file format) with mode 0600, as :func:`write_key_file` does.
+
+    Raises InvalidKeyFile (exists without ``overwrite``, or cannot be written).
+    """
     path = Path(path)
     if overwrite:
         target = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
@@ -301,7 +311,7 @@ def write_key_file(
     try:
         try:
             os.fchmod(fd, 0o600)
-            view = memoryview(text)
+            view = memoryview(data)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
@@ -376,6 +386,15 @@ def read_key_file(path: Path) -> KeyFile:
     Raises UnsafeKeyFile (mode allows group/other access; detail says to ``chmod 600``) or
     InvalidKeyFile (unreadable, not a regular file, too large, malformed, inconsistent).
     """
+    return _parse_key_json(read_secret_file(path), source=str(path))
+
+
+def read_secret_file(path: Path) -> str:
+    """The text of a key file (any format), checked as :func:`read_key_file` checks it.
+
+    Raises UnsafeKeyFile (group or others may access it) or InvalidKeyFile (unreadable, not a
+    regular file, larger than 4 KiB, not UTF-8).
+    """
     path = Path(path)
     try:
         # O_NONBLOCK: opening a FIFO planted at the path must not hang start-up; it is then
@@ -415,10 +434,9 @@ def read_key_file(path: Path) -> KeyFile:
     if len(data) > _MAX_KEY_FILE_SIZE:
         raise _reject(str(path), f"larger than {_MAX_KEY_FILE_SIZE} bytes")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _reject(str(path), "not UTF-8") from exc
-    return _parse_key_json(text, source=str(path))
 
 
 def signing_key_from_env(value: str) -> SigningKey:

@@ -51,6 +51,10 @@ __all__ = [
     "verify_checkpoint",
     "TlogProof",
     "parse_cosignature",
+    "SignatureLine",
+    "split_note",
+    "parse_signature_line",
+    "check_key_name",
 ]
 
 # signed-note §Signature types.
@@ -210,13 +214,15 @@ def verifier_for(name: str, public_key: bytes) -> NoteVerifier:
 
 
 @dataclass(frozen=True, slots=True)
-class _SignatureLine:
+class SignatureLine:
+    """One parsed signature line: key name, 4-byte key ID and the signature bytes after it."""
+
     name: str
     key_id: bytes
     signature: bytes  # what follows the key ID: 64 bytes for Ed25519, other sizes for others
 
 
-def _parse_signature_line(line: str) -> _SignatureLine:
+def _parse_signature_line(line: str) -> SignatureLine:
     """One line of the signature block, without its newline. Raises MalformedNote."""
     if not line.startswith(_SIG_PREFIX):
         raise MalformedNote(
@@ -238,10 +244,10 @@ def _parse_signature_line(line: str) -> _SignatureLine:
     # signed-note §Format: 4 bytes of key ID and a non-empty signature.
     if len(raw) <= _KEY_ID_SIZE:
         raise MalformedNote(f"signature by {name!r} is too short", name=name)
-    return _SignatureLine(name=name, key_id=raw[:_KEY_ID_SIZE], signature=raw[_KEY_ID_SIZE:])
+    return SignatureLine(name=name, key_id=raw[:_KEY_ID_SIZE], signature=raw[_KEY_ID_SIZE:])
 
 
-def _split_note(note: str) -> tuple[str, list[_SignatureLine]]:
+def _split_note(note: str) -> tuple[str, list[SignatureLine]]:
     """Split a note into its text and parsed signature lines (syntax only). Raises MalformedNote."""
     _check_utf8(note, what="note")
     # signed-note §Format: the text is separated from the signatures by the LAST empty line;
@@ -618,3 +624,33 @@ def parse_cosignature(sig: bytes) -> tuple[bytes, int, bytes]:
     if timestamp > 2**63 - 1:
         raise MalformedNote("cosignature timestamp exceeds 2^63 - 1", field="timestamp")
     return sig[:_KEY_ID_SIZE], timestamp, sig[_KEY_ID_SIZE + 8 :]
+
+
+def split_note(note: str | bytes) -> tuple[str, tuple[SignatureLine, ...]]:
+    """A note's text and its signature lines, checked for syntax only (nothing is verified).
+
+    signed-note §Format. Raises MalformedNote.
+    """
+    text, lines = _split_note(_as_text(note))
+    return text, tuple(lines)
+
+
+def parse_signature_line(line: str) -> SignatureLine:
+    """One signature line, without its newline: '— <name> <base64(key ID || signature)>'.
+
+    Raises MalformedNote.
+    """
+    if not isinstance(line, str) or "\n" in line:
+        raise MalformedNote("a signature line is one line of text without its newline")
+    _check_utf8(line, what="signature line")
+    return _parse_signature_line(line)
+
+
+def check_key_name(name: str) -> None:
+    """signed-note §Format: a non-empty key name without spaces, controls or '+'.
+
+    Raises MalformedNote.
+    """
+    if not isinstance(name, str):
+        raise MalformedNote("a key name is text", field="name")
+    _check_key_name(name)

@@ -46,7 +46,11 @@ from .merkle import Frontier, NodeId, build_proof, inclusion_plan, plan_nodes
 from .notes import Checkpoint, TlogProof, sign_checkpoint
 from .rules import Position, apply_entry, prefetch, verify_signatures
 from .state import LedgerState
+from .facts import derive_block
+from .facts_state import FactsState
+from .storage import facts as facts_store
 from .storage import projection
+from .storage.cosignatures import with_cosignatures
 from .storage.store import BlockRow, DbStateSource, EntryRow, Store
 from .visibility import entry_parties
 
@@ -545,6 +549,7 @@ class Sealer:
         rows: list[dict[str, Any]] = []
         nodes: list[tuple[NodeId, bytes]] = []
         parties: list[tuple[str, int]] = []
+        sealed: list[tuple[int, Envelope]] = []
         prefetch(state, [env for env, _ in todo])
         for env, verified in todo:
             pos = Position(index=size + len(rows), height=height, block_time=block_time)
@@ -556,6 +561,7 @@ class Sealer:
                 continue
             nodes.extend(frontier.append(env.leaf_hash))
             out.sealed.append(env.id)
+            sealed.append((pos.index, env))
             parties.extend((who, pos.index) for who in sorted(entry_parties(env, state)))
             rows.append(
                 {
@@ -615,6 +621,11 @@ class Sealer:
         for kind in projection.PROJECTED_KINDS:
             projection.flush(conn, kind, state.changed(kind), state.created(kind))
         projection.write_parties(conn, parties)
+        # The block's facts, in its own transaction: they commit with it or not at all, so
+        # none is lost or written twice whatever crashes, and the projection never lags.
+        facts = FactsState(source=facts_store.DbFactsSource(conn))
+        facts_store.write_facts(conn, derive_block(state, facts, sealed, tree_size=frontier.size))
+        facts_store.flush_state(conn, facts)
         out.block = block
         out.entries = {r["id"]: EntryRow(**r) for r in rows}
         # A proof for a leaf of this block needs only nodes this block wrote and nodes of the
@@ -672,8 +683,13 @@ class Sealer:
                 by_block.setdefault(entry.height, []).append(entry)
         out: dict[str, Receipt] = {}
         for height, entries in by_block.items():
-            block = blocks.get(height) or self.store.block(conn, height)
-            assert block is not None
+            block = blocks.get(height)
+            if block is None:
+                stored = self.store.block(conn, height)
+                assert stored is not None
+                # An older block may have been witnessed since it was sealed: its receipt
+                # then carries the cosignatures (PROTOCOL §5).
+                block = with_cosignatures(conn, stored)
             plans = {e.id: inclusion_plan(index=e.idx, tree_size=block.tree_size) for e in entries}
             wanted = set().union(*(plan_nodes(p) for p in plans.values()))
             nodes = {n: known[n] for n in wanted if n in known}

@@ -39,6 +39,7 @@ __all__ = [
     "VerifyReport",
     "NodeCheck",
     "StateCheck",
+    "BlockHook",
     "REASONS",
     "verify_chain",
 ]
@@ -56,6 +57,7 @@ REASONS = frozenset(
         "ledger_key", "merkle_node",
         "unsealed_entry",  # an entry stored beyond the last block (source check)
         "projection",  # derived state tables disagree with the replayed log (source check)
+        "facts",  # the facts projection disagrees with the facts derived from the log
         "storage",  # the database cannot read its own rows (a damaged file; CLI)
         "trusted_checkpoint", "fork", "truncated",  # against a checkpoint saved earlier
     }
@@ -66,6 +68,10 @@ NodeCheck = Callable[[Sequence[tuple[NodeId, bytes]]], None]
 
 StateCheck = Callable[[LedgerState], None]
 """Receives every participant and key as the replayed log leaves them; raises ChainBroken."""
+
+BlockHook = Callable[[int, int, Sequence[tuple[int, Envelope]], LedgerState], None]
+"""Receives each verified block's height, tree size, (index, envelope) pairs and the state
+after it (the facts projection is derived from these); may raise ChainBroken."""
 
 
 @dataclass(slots=True)
@@ -169,6 +175,7 @@ def verify_chain(
     resume: ChainCursor | None = None,
     trust_below: int = 0,
     after_block: Callable[[ChainCursor], None] | None = None,
+    on_block: BlockHook | None = None,
 ) -> VerifyReport:
     """Verify a whole chain from block 0, or from ``resume``.
 
@@ -182,7 +189,8 @@ def verify_chain(
     checkpoint at that size already pins them (every hash, link and rule is still checked).
     ``after_block`` is called with the cursor after each verified block.
     Leaves may come parsed and partly verified (StoredLeaf.parsed, .verified); every
-    signature not listed as verified is checked here.
+    signature not listed as verified is checked here. ``on_block`` receives every block once
+    it has verified (height, tree size, its entries, the state after it).
     Raises ChainBroken (facts: reason, height, index, entry) at the first failure.
     """
     cur = resume if resume is not None else ChainCursor.start()
@@ -192,6 +200,7 @@ def verify_chain(
         blocks, cur, ledger_key=ledger_key, node_check=node_check, progress=progress,
         trusted_checkpoint=trusted_checkpoint, state_check=state_check, trust_below=trust_below,
         after_block=after_block,
+        on_block=on_block,
     )
 
 
@@ -206,6 +215,7 @@ def _verify_blocks(
     state_check: StateCheck | None,
     trust_below: int,
     after_block: Callable[[ChainCursor], None] | None,
+    on_block: BlockHook | None = None,
 ) -> VerifyReport:
     state, frontier = cur.state, cur.frontier
     key = cur.key if cur.key is not None else ledger_key
@@ -252,6 +262,7 @@ def _verify_blocks(
         if cur.prev_time is not None and block_time < cur.prev_time:
             raise _broken("time", "block time goes backwards", height=h)
         origin = cur.origin
+        sealed: list[tuple[int, Envelope]] = []
         for i, leaf in enumerate(block.leaves):
             index = header.first_index + i
             if leaf.index != index:
@@ -304,6 +315,8 @@ def _verify_blocks(
                 if trusted_checkpoint is not None:
                     trusted = _trusted(trusted_checkpoint, origin=origin, key=key)
             nodes = frontier.append(env.leaf_hash)
+            if on_block is not None:
+                sealed.append((index, env))
             if node_check is not None:
                 try:
                     node_check(nodes)
@@ -333,6 +346,8 @@ def _verify_blocks(
             if cp.tree_size != header.tree_size or cp.root.hex() != header.root:
                 raise _broken("checkpoint", "checkpoint does not match the block", height=h)
         checkpoint = block.checkpoint
+        if on_block is not None:
+            on_block(h, header.tree_size, sealed, state)
         cur.prev_hash, cur.prev_time = block.hash, block_time
         cur.height += 1
         if after_block is not None:

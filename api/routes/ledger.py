@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from ledger.errors import NotInitialised
 from ledger.notes import verifier_for
+from ledger.witnessing import published_checkpoint
 
 from ..openapi import TEXT, operation
 from ..schemas.ledger import LedgerInfoSchema
@@ -43,12 +44,12 @@ def ledger_info() -> Response:
 @bp.get("/v1/checkpoint")
 @operation(summary="Latest signed checkpoint (C2SP tlog-checkpoint)", tag="ledger", responses={200: TEXT}, errors=())
 def checkpoint() -> Response:
-    """The latest block's checkpoint as a C2SP signed note, ``text/plain; charset=utf-8``."""
+    """The latest block's checkpoint as a C2SP signed note, ``text/plain; charset=utf-8``,
+    with the witness cosignatures it has (C2SP tlog-cosignature). When the witness policy
+    (FILIERA_WITNESS_POLICY) sets a quorum: the newest checkpoint that has met it, or 503
+    ``checkpoint_not_witnessed`` before the first one has."""
     svc = services()
-    with svc.store.read() as conn:
-        head = svc.store.head(conn)
-    if head is None:
-        raise NotInitialised("the ledger has no genesis block; run `filiera init`")
-    resp = Response(head.checkpoint, mimetype="text/plain")
+    note = published_checkpoint(svc.store, svc.witness_policy)
+    resp = Response(note, mimetype="text/plain")
     resp.headers["Cache-Control"] = "no-cache"
     return resp

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from ledger.errors import EntryNotFound, InvalidProofRequest, NotInitialised
+from ledger.errors import CheckpointNotWitnessed, EntryNotFound, InvalidProofRequest, NotInitialised
 from ledger.merkle import Frontier, build_proof, consistency_plan, fold, inclusion_plan, plan_nodes
+from ledger.notes import Checkpoint, TlogProof, split_note
+from ledger.witnessing import published_checkpoint
 
-from ..openapi import operation
+from ..openapi import TEXT, operation
 from ..schemas.proofs import (
     ConsistencyProofSchema,
     ConsistencyQuerySchema,
     InclusionProofSchema,
     InclusionQuerySchema,
+    TlogProofQuerySchema,
 )
 from ..services import load_query, services
 
@@ -105,3 +108,47 @@ def consistency() -> Response:
             "to_root": fold([nodes[n] for n in new_roots]).hex(),
         }
     )
+
+
+@bp.get("/v1/proofs/tlog")
+@operation(
+    summary="C2SP tlog-proof of an entry against the published (witnessed) checkpoint",
+    tag="proofs",
+    query=TlogProofQuerySchema,
+    responses={200: TEXT},
+    errors=(400, 404),
+)
+def tlog_proof() -> Response:
+    """**Extension.** By ``id`` or ``index``: a ``c2sp.org/tlog-proof@v1`` against the checkpoint
+    ``GET /v1/checkpoint`` serves now, with its witness cosignatures, ``text/plain``. A receipt's
+    proof is against the entry's own block, which witnesses may never see when blocks follow
+    each other quickly; this one is against a checkpoint they did cosign. 503
+    ``checkpoint_not_witnessed`` while the entry is newer than that checkpoint."""
+    args = load_query(TlogProofQuerySchema, InvalidProofRequest)
+    if ("id" in args) == ("index" in args):
+        raise InvalidProofRequest("give exactly one of id and index")
+    svc = services()
+    note = published_checkpoint(svc.store, svc.witness_policy)
+    size = Checkpoint.parse_body(split_note(note)[0]).tree_size
+    with svc.store.read() as conn:
+        if "id" in args:
+            entry = svc.store.entry_by_id(conn, args["id"])
+            if entry is None:
+                raise EntryNotFound(f"no sealed entry {args['id']}", entry=args["id"])
+        else:
+            entry = svc.store.entry_by_index(conn, args["index"])
+            if entry is None:
+                raise EntryNotFound(f"no sealed entry at index {args['index']}", index=args["index"])
+        if entry.idx >= size:
+            raise CheckpointNotWitnessed(
+                f"entry {entry.idx} is newer than the published checkpoint (size {size}); "
+                "retry once the witnesses have cosigned a newer one",
+                index=entry.idx,
+                tree_size=size,
+            )
+        plan = inclusion_plan(index=entry.idx, tree_size=size)
+        nodes = svc.store.nodes(conn, plan_nodes(plan))
+    proof = TlogProof(index=entry.idx, hashes=tuple(build_proof(plan, nodes)), checkpoint=note)
+    resp = Response(proof.format(), mimetype="text/plain")
+    resp.headers["Cache-Control"] = "no-cache"
+    return resp

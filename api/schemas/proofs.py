@@ -13,6 +13,11 @@ class InclusionQuerySchema(Schema):
     tree_size = fields.Integer(validate=validate.Range(min=1, max=MAX_INT))
 
 
+class TlogProofQuerySchema(Schema):
+    id = fields.String(validate=HEX64)
+    index = fields.Integer(validate=validate.Range(min=0, max=MAX_INT))
+
+
 class ConsistencyQuerySchema(Schema):
     from_ = fields.Integer(data_key="from", required=True, validate=validate.Range(min=1, max=MAX_INT))
     to = fields.Integer(validate=validate.Range(min=1, max=MAX_INT))

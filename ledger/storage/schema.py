@@ -5,14 +5,17 @@ what the code queries, and a test checks the two stay in step.
 
 Log tables, which the database itself refuses to UPDATE or DELETE (triggers installed by the
 migration): ``entries``, ``blocks``, ``merkle_nodes``. Everything else is derived from them
-(``participants``, ``participant_keys``) or transient (``pending``).
+(``participants``, ``participant_keys``) or transient (``pending``), except the witnesses'
+``cosignatures``: evidence from outside, append-only like the log.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -41,7 +44,14 @@ __all__ = [
     "attestations",
     "entry_parties",
     "request_nonces",
+    "cosignatures",
+    "engagement_daily",
     "LOG_TABLES",
+    "APPEND_ONLY_TABLES",
+    "FACT_TABLES",
+    "fact_tables",
+    "fact_lot_traces",
+    "fact_contract_progress",
 ]
 
 metadata = MetaData(
@@ -242,4 +252,102 @@ request_nonces = Table(
     Column("nonce", String(64), primary_key=True),
     Column("key_id", String(16), nullable=False),
     Column("seen_at", BigInteger, nullable=False, index=True),
+)
+
+# Witness cosignatures of the ledger's checkpoints (c2sp.org/tlog-cosignature v1), each verified
+# against the witness's key and the checkpoint body of the block of that tree size before it
+# is stored. Append-only (triggers in migration 0003): evidence is never rewritten.
+cosignatures = Table(
+    "cosignatures",
+    metadata,
+    # The witness's note key name and 8-hex key ID (type 0x04), as in its signature line.
+    Column("witness", String(255), primary_key=True),
+    Column("key_id", String(8), primary_key=True),
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("line", Text, nullable=False),
+)
+Index("ix_cosignatures_tree_size", cosignatures.c.tree_size)
+
+# Tables the database refuses to UPDATE or DELETE.
+APPEND_ONLY_TABLES = (*LOG_TABLES, "cosignatures")
+# Views of the public product pages (issue #6), as aggregate counts per day and lot with the
+# lot's product and origin labels. Nothing about the viewer (IP address, user agent, cookie,
+# referrer) has a column: privacy by construction. Not a log table: rows may be deleted.
+engagement_daily = Table(
+    "engagement_daily",
+    metadata,
+    Column("day", String(10), primary_key=True),  # UTC date, YYYY-MM-DD
+    Column("lot", String(200), primary_key=True),
+    Column("product", String(200), nullable=False),
+    Column("country", String(200), nullable=False),  # the origins' countries, "IT, ES"
+    Column("region", String(200), nullable=False),  # the origins' regions
+    Column("views", BigInteger, nullable=False),
+    Index("ix_engagement_daily_lot_day", "lot", "day"),
+)
+
+# --- the facts projection (docs/analytics.md), derived in each block's transaction ---------
+# One table per kind of fact, keyed by the fact's position (the index of the entry that
+# completes it, and its ordinal among that entry's facts); the columns after the common ones
+# are ledger.facts.COLUMNS. ``entry_1`` to ``entry_3`` are the log indexes of the entries a
+# fact names, which member visibility checks against ``entry_parties``. ``fact_lot_traces`` and
+# ``fact_contract_progress`` are what the derivation remembers between blocks.
+
+FACT_TABLES: dict[str, str] = {
+    "shipment": "fact_shipments",
+    "dwell": "fact_dwell",
+    "delivery": "fact_deliveries",
+    "contract": "fact_contracts",
+    "payment": "fact_payments",
+}
+
+_FACT_TYPES = {"text": Text, "time": Text, "int": BigInteger, "float": Float, "bool": Boolean}
+
+
+def _fact_table(kind: str, name: str) -> Table:
+    from ..facts import COLUMNS
+
+    table = Table(
+        name,
+        metadata,
+        Column("idx", BigInteger, primary_key=True, autoincrement=False),
+        Column("seq", Integer, primary_key=True, autoincrement=False),
+        Column("tree_size", BigInteger, nullable=False),
+        Column("entries", Text, nullable=False),  # JSON list of entry ids
+        # The log indexes of the (at most three) entries it names, for member visibility.
+        Column("entry_1", BigInteger, nullable=False),
+        Column("entry_2", BigInteger, nullable=True),
+        Column("entry_3", BigInteger, nullable=True),
+        Column("day", String(10), nullable=False, index=True),
+        *(Column(col, _FACT_TYPES[kind_of](), nullable=True) for col, kind_of in COLUMNS[kind].items()),
+    )
+    return table
+
+
+fact_tables: dict[str, Table] = {kind: _fact_table(kind, name) for kind, name in FACT_TABLES.items()}
+
+fact_lot_traces = Table(
+    "fact_lot_traces",
+    metadata,
+    Column("lot", String(200), primary_key=True),
+    Column("created_by", String(64), nullable=False, index=True),
+    Column("custodian", String(128), nullable=False),
+    Column("arrived_at", String(32), nullable=False),
+    Column("arrival", String(64), nullable=False),
+    Column("arrival_index", BigInteger, nullable=False),
+    Column("hops", Integer, nullable=False),
+    Column("origins", Text, nullable=False),  # JSON list of [region, share]
+    Column("certified", Float, nullable=False),
+)
+
+fact_contract_progress = Table(
+    "fact_contract_progress",
+    metadata,
+    Column("contract", String(200), primary_key=True),
+    Column("delivered", String(40), nullable=False),
+    Column("deliveries", Integer, nullable=False),
+    Column("received_at", String(32), nullable=True),
+    Column("receipt", String(64), nullable=True),
+    Column("receipt_index", BigInteger, nullable=True),
+    Column("region", Text, nullable=True),
 )

@@ -27,6 +27,7 @@ from ..merkle import NodeId, build_proof, inclusion_plan, plan_nodes
 from ..provenance import assemble
 from ..story import ProvedEntry, ProvenanceView
 from . import schema as t
+from .cosignatures import with_cosignatures
 from .statements import chunks, select_in
 from .store import Store
 
@@ -116,6 +117,9 @@ def read_view(store: Store, lot: str, *, viewer: Viewer | None, max_lots: int = 
         policy = store.policy(conn)
         if head is None or policy is None:
             raise NotInitialised("the ledger has no genesis block; run `filiera init`")
+        # Once witnesses have cosigned the head (a quiet ledger), the proofs carry their
+        # cosignatures (PROTOCOL §5).
+        head = with_cosignatures(conn, head)
         query = _LINEAGE_POSTGRESQL if store.dialect == "postgresql" else _LINEAGE_SQLITE
         lots = {r.lot: r.created_by for r in conn.execute(query, {"lot": lot, "cap": max(1, max_lots)})}
         if lot not in lots:

@@ -4,7 +4,7 @@ A provenance query reads a lot's custody chain by the lot's key; the ``handoffs`
 each handoff's lots as a JSON list, which no index can serve. Existing handoffs are copied in.
 
 Revision ID: 0004
-Revises: 0002 (the lead re-points this at 0003, the witnesses migration, when merging)
+Revises: 0003
 Create Date: 2026-11-24
 """
 
@@ -16,8 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-# TODO(#5): set to "0003" when merged after the witnesses migration.
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -140,8 +140,9 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         pass
 
 
-def start_server(data_dir: Path, url: str, log_dir: Path, *, workers: int = 2) -> Server:
-    """`filiera serve --workers N --port P` on loopback; returns once /v1/health answers ok."""
+def start_server(data_dir: Path, url: str, log_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None) -> Server:
+    """`filiera serve --workers N --port P` on loopback; returns once /v1/health answers ok.
+    ``env`` adds variables (e.g. FILIERA_WITNESS_POLICY) to a clean environment."""
     for _attempt in range(3):  # the free port may be taken between probe and bind
         port = free_port()
         log = log_dir / f"serve-{port}.log"
@@ -150,7 +151,7 @@ def start_server(data_dir: Path, url: str, log_dir: Path, *, workers: int = 2) -
                 [FILIERA, *on(data_dir, url), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
                 # Suites share one server per module from one address: no rate limits here
                 # (tests/integration/test_serve_limits.py tests them).
-                env=clean_env({"FILIERA_LOG_LEVEL": "WARNING", "FILIERA_RATE_LIMIT_IP": "off", "FILIERA_RATE_LIMIT_MEMBER": "off"}),
+                env=clean_env({"FILIERA_LOG_LEVEL": "WARNING", "FILIERA_RATE_LIMIT_IP": "off", "FILIERA_RATE_LIMIT_MEMBER": "off", **(env or {})}),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
@@ -177,8 +178,8 @@ def servers(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start `filiera serve` processes for one test; all stopped at teardown."""
     started: list[Server] = []
 
-    def start(data_dir: Path, url: str, *, workers: int = 2) -> Server:
-        server = start_server(data_dir, url, tmp_path, workers=workers)
+    def start(data_dir: Path, url: str, *, workers: int = 2, env: dict[str, str] | None = None) -> Server:
+        server = start_server(data_dir, url, tmp_path, workers=workers, env=env)
         started.append(server)
         return server
 

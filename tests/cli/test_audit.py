@@ -244,7 +244,7 @@ def test_the_auditing_guide_names_real_commands_options_and_every_reason() -> No
     options = {word for args in invocations if "audit" in args for word in args if word.startswith("--")}
     assert {"--verifier-key", "--trusted-checkpoint", "--state", "--state-sha256", "--save-state", "--save-checkpoint", "--report", "--json"} <= options
     text = doc.read_text(encoding="utf-8")
-    reasons = (REASONS | AUDIT_REASONS) - {"unsealed_entry", "projection", "storage", "trusted_checkpoint", "merkle_node"}
+    reasons = (REASONS | AUDIT_REASONS) - {"unsealed_entry", "projection", "facts", "storage", "trusted_checkpoint", "merkle_node"}
     missing = [r for r in sorted(reasons) if f"`{r}`" not in text]
     assert not missing, missing
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import nacl.signing
+import click
 import pytest
 import rfc8785
 from click.testing import CliRunner
@@ -46,6 +47,7 @@ from .gen_vectors import (
 
 README = ROOT / "README.md"
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
+WITNESSING_DOC = ROOT / "docs" / "witnessing.md"
 TEST_ONLY_SETTINGS = ("FILIERA_TEST_PG_URL", "FILIERA_SKIP_PG")
 
 
@@ -363,7 +365,7 @@ def test_readme_defaults_match_the_code() -> None:
         else:
             assert text == value, name
         compared += 1
-    assert compared == 15
+    assert compared == 17
 
 
 # Snake-case names the docs quote that are not error codes: fields, tables, settings, functions.
@@ -456,15 +458,23 @@ def _check_invocation(args: list[str]) -> str:
     assert position < len(args), f"no command in `filiera {' '.join(args)}`"
     name = args[position]
     assert name in cli.commands, f"filiera has no command {name!r}"
-    options = _option_names(cli.commands[name].params) | {"--help", "-h"}
-    for word in args[position + 1 :]:
+    command = cli.commands[name]
+    rest = args[position + 1 :]
+    label = name
+    if isinstance(command, click.Group):
+        # A command family (`filiera witness serve ...`): check the subcommand's options.
+        assert rest and rest[0] in command.commands, f"`filiera {name}` has no command {rest[:1]}"
+        label = f"{name} {rest[0]}"
+        command, rest = command.commands[rest[0]], rest[1:]
+    options = _option_names(command.params) | {"--help", "-h"}
+    for word in rest:
         if word.startswith("--"):
             option = word.split("=", 1)[0]
-            assert option in options, f"`filiera {name}` has no option {option}"
+            assert option in options, f"`filiera {label}` has no option {option}"
     return name
 
 
-@pytest.mark.parametrize("doc", [README, OPERATIONS_DOC], ids=["README", "operations"])
+@pytest.mark.parametrize("doc", [README, OPERATIONS_DOC, WITNESSING_DOC], ids=["README", "operations", "witnessing"])
 def test_documented_command_lines_exist(doc: Path) -> None:
     invocations = _command_lines(doc)
     used = {_check_invocation(args) for args in invocations}
@@ -475,6 +485,9 @@ def test_documented_command_lines_exist(doc: Path) -> None:
     if doc == README:
         assert {"keygen", "sign", "submit", "get", "verify"} <= used
         assert len(invocations) == 24
+    elif doc == WITNESSING_DOC:
+        assert {"witness", "serve"} <= used
+        assert len(invocations) == 4
     else:
         assert {"init", "serve", "verify"} <= used
 
@@ -504,6 +517,11 @@ def test_command_line_parser_finds_invocations(tmp_path: Path) -> None:
         _check_invocation(["keygen", "--no-such-option"])
     with pytest.raises(AssertionError):
         _check_invocation(["no-such-command"])
+    with pytest.raises(AssertionError):
+        _check_invocation(["witness", "serve", "--no-such-option"])
+    with pytest.raises(AssertionError):
+        _check_invocation(["witness", "no-such-command"])
+    assert _check_invocation(["witness", "init", "--name", "w", "--out", "w.key"]) == "witness"
 
 
 # --- the README's tour, run as a reader would ------------------------------------------------
