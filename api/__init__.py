@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 
 from ledger.clock import Clock
@@ -77,10 +75,12 @@ def create_app(
 
     With a witness policy, a witnessing thread runs too (``background_witnessing``, default:
     as ``background_sealing``)."""
+    # Imported here, not at the top: gunicorn's master imports this package (its logger class)
+    # before it sets PROMETHEUS_MULTIPROC_DIR, which prometheus_client reads when imported.
+    from . import ops
+
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Alembic narrates every plugin it loads at INFO; only its warnings belong in our log.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    ops.prepare(settings)
     store = Store.open(settings)
     key = load_ledger_key(settings)
     with store.read() as conn:
@@ -110,6 +110,8 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["filiera"] = Services(settings, store, sealer, key.public_key, witness_policy, witnessing)
     problems.register(app)
+    # Request ids and logs, metrics, rate limits, health, security headers: api/ops.py.
+    ops.register(app, settings)
 
     from .routes import analytics, blocks, engagement, entries, epcis, export, ledger, lots, meta, participants, proofs, public
 

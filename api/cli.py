@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from ledger import jcs
-from ledger.config import Settings
+from ledger.config import Settings, redacted_url
 from ledger.encoding import check_participant_id, format_time
 from ledger.entries import add_signature, parse_envelope, sign_payload
 from ledger.errors import ConfigurationError, LedgerError, ParticipantReserved, Unavailable
@@ -158,7 +158,7 @@ def init(obj: _Ctx, origin: str, admin: str, admin_name: str) -> None:
         _fail(exc)
     from ledger.notes import verifier_for
 
-    click.echo(f"ledger {origin} created in {obj.settings.database_url}")
+    click.echo(f"ledger {origin} created in {redacted_url(obj.settings.database_url)}")
     click.echo(f"  ledger key     {obj.settings.ledger_key_file} (key id {lk.key_id})")
     click.echo(f"  admin key      {obj.settings.data_dir / (admin + '.key')} ({admin}, key id {ak.key_id})")
     click.echo(f"  verifier key   {verifier_for(origin, lk.public_key.raw).vkey}")
@@ -274,9 +274,15 @@ def serve(obj: _Ctx, host: str, port: int, workers: int) -> None:
     """Serve the API with gunicorn (config: api/gunicorn.conf.py)."""
     from api import create_app
 
-    # Fail here, with a clear message, rather than in every worker.
+    import dataclasses
+    import tempfile
+
+    # Fail here, with a clear message, rather than in every worker. A scratch run directory
+    # stands in for the one api/gunicorn.conf.py makes, so the rate-limit store is tried too.
     try:
-        create_app(obj.settings, background_sealing=False).extensions["filiera"].store.dispose()
+        with tempfile.TemporaryDirectory(prefix="filiera-check-") as scratch:
+            settings = dataclasses.replace(obj.settings, run_dir=Path(scratch))
+            create_app(settings, background_sealing=False).extensions["filiera"].store.dispose()
     except LedgerError as exc:
         _fail(exc)
     conf = Path(__file__).with_name("gunicorn.conf.py")
@@ -288,7 +294,7 @@ def serve(obj: _Ctx, host: str, port: int, workers: int) -> None:
     if obj.settings.witness_policy is not None:
         env["FILIERA_WITNESS_POLICY"] = str(obj.settings.witness_policy.resolve())
     args = [sys.executable, "-m", "gunicorn", "-c", str(conf), "--bind", f"{host}:{port}", "--workers", str(workers), "--chdir", str(Path(__file__).resolve().parents[1])]
-    click.echo(f"serving {obj.settings.database_url} on http://{host}:{port} with {workers} workers")
+    click.echo(f"serving {redacted_url(obj.settings.database_url)} on http://{host}:{port} with {workers} workers")
     os.execve(sys.executable, args, env)
 
 

@@ -39,6 +39,7 @@ _REASONS = {
     413: "Body too large",
     415: "Unsupported content type or encoding",
     422: "Refused by a ledger rule or signature check",
+    429: "Rate limit exceeded (see Retry-After)",
     503: "Database unavailable or ledger not initialised",
 }
 
@@ -141,7 +142,9 @@ def _operation(endpoint: str, method: str, meta: Mapping[str, Any], args: set[st
                 h: {"description": d, "schema": {"type": "string"}} for h, d in meta["headers"].items()
             }
         responses[str(status)] = resp
-    for status in (*meta["errors"], 503):
+    # Every route but health and metrics counts against a rate limit (api/ratelimits.py).
+    limited = () if endpoint.startswith(("health.", "metrics.")) else (429,)
+    for status in (*meta["errors"], *limited, 503):
         responses.setdefault(
             str(status),
             {

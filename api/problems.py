@@ -11,7 +11,7 @@ import logging
 import uuid
 from typing import Any
 
-from flask import Flask, Response, json
+from flask import Flask, Response, g, json
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -30,6 +30,7 @@ STATUS: dict[type[e.LedgerError], int] = {
     e.Conflict: 409,
     e.TooLarge: 413,
     e.UnsupportedMedia: 415,
+    e.Throttled: 429,
     e.RuleViolation: 422,
     e.SignatureRejected: 422,
     e.IntegrityFailure: 422,
@@ -128,7 +129,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log_id = uuid.uuid4().hex[:12]
+        # The log id is the request's id (api/requestlog.py): the operator finds the
+        # traceback, and the request's own log line, by the id the caller reports.
+        log_id = g.get("request_id") or uuid.uuid4().hex
         log.exception("internal error %s", log_id)
         body = {
             "type": "urn:filiera:problem:internal_error",

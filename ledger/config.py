@@ -11,11 +11,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["Settings", "SETTINGS_ENV", "normalise_database_url"]
+__all__ = ["Settings", "SETTINGS_ENV", "LOG_FORMATS", "METRICS_ACCESS", "normalise_database_url", "redacted_url"]
 
 MiB = 1024 * 1024
 
@@ -34,11 +34,37 @@ SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
     "FILIERA_SQLITE_JOURNAL_MODE": ("sqlite_journal_mode", "SQLite journal mode: WAL"),
     "FILIERA_LOG_LEVEL": ("log_level", "logging level (INFO)"),
     "FILIERA_PROVENANCE_MAX_LOTS": ("provenance_max_lots", "most lots of a lineage a provenance query follows (2000)"),
+    "FILIERA_LOG_FORMAT": ("log_format", "log lines as json (one object per line) or text"),
+    "FILIERA_LOG_CLIENT_IPS": ("log_client_ips", "put the client's address in request log lines (off)"),
+    "FILIERA_METRICS": ("metrics", "who may read /metrics: off, local, auditors or public"),
+    "FILIERA_RATE_LIMIT_MEMBER": ("rate_limit_member", "requests per member (signed) per window, or off"),
+    "FILIERA_RATE_LIMIT_IP": ("rate_limit_ip", "unsigned requests per client address per window, or off"),
+    "FILIERA_RATE_LIMIT_STORAGE": ("rate_limit_storage", "where the rate-limit counters live (a limits storage URI)"),
+    "FILIERA_TRUSTED_PROXIES": ("trusted_proxies", "reverse proxies whose X-Forwarded-For is believed (0)"),
+    "FILIERA_READY_MAX_PENDING_AGE": ("ready_max_pending_age", "seconds the oldest queued entry may wait before /v1/health/ready fails (60)"),
+    "FILIERA_RUN_DIR": ("run_dir", "private directory of one server run (set by the gunicorn config)"),
     "FILIERA_WITNESS_POLICY": ("witness_policy", "witness policy file (c2sp.org/tlog-policy); unset: no witnesses"),
     "FILIERA_WITNESS_INTERVAL": ("witness_interval", "seconds between witnessing rounds (1)"),
     "FILIERA_WITNESS_TIMEOUT": ("witness_timeout", "seconds to wait for one witness's answer (5)"),
     "FILIERA_PUBLIC_URL": ("public_url", "base URL that product-page QR codes encode (none: the request's own)"),
 }
+
+LOG_FORMATS = ("json", "text")
+METRICS_ACCESS = ("off", "local", "auditors", "public")
+_SWITCH = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
+
+
+def redacted_url(url: str) -> str:
+    """A database URL fit for a log or a terminal: any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable database URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def normalise_database_url(url: str) -> str:
@@ -64,6 +90,15 @@ class Settings:
     sqlite_journal_mode: str = "WAL"
     log_level: str = "INFO"
     provenance_max_lots: int = 2000
+    log_format: str = "json"
+    log_client_ips: bool = False
+    metrics: str = "local"
+    rate_limit_member: str = "1200/minute"
+    rate_limit_ip: str = "300/minute"
+    rate_limit_storage: str = ""
+    trusted_proxies: int = 0
+    ready_max_pending_age: float = 60.0
+    run_dir: Path | None = None
     witness_policy: Path | None = None
     witness_interval: float = 1.0
     witness_timeout: float = 5.0
@@ -87,9 +122,22 @@ class Settings:
             "sqlite_synchronous": env.get("FILIERA_SQLITE_SYNCHRONOUS", "FULL").upper(),
             "sqlite_journal_mode": env.get("FILIERA_SQLITE_JOURNAL_MODE", "WAL").upper(),
             "log_level": env.get("FILIERA_LOG_LEVEL", "INFO").upper(),
+            "log_format": env.get("FILIERA_LOG_FORMAT", "json").strip().lower(),
+            "metrics": env.get("FILIERA_METRICS", "local").strip().lower(),
+            "rate_limit_member": env.get("FILIERA_RATE_LIMIT_MEMBER", "1200/minute").strip(),
+            "rate_limit_ip": env.get("FILIERA_RATE_LIMIT_IP", "300/minute").strip(),
+            "rate_limit_storage": env.get("FILIERA_RATE_LIMIT_STORAGE", "").strip(),
+            "run_dir": Path(env["FILIERA_RUN_DIR"]) if env.get("FILIERA_RUN_DIR") else None,
             "witness_policy": Path(env["FILIERA_WITNESS_POLICY"]) if env.get("FILIERA_WITNESS_POLICY") else None,
             "public_url": env.get("FILIERA_PUBLIC_URL", ""),
         }
+        if "FILIERA_LOG_CLIENT_IPS" in env:
+            switch = _SWITCH.get(env["FILIERA_LOG_CLIENT_IPS"].strip().lower())
+            if switch is None:
+                raise ConfigurationError(
+                    f"FILIERA_LOG_CLIENT_IPS must be on or off, got {env['FILIERA_LOG_CLIENT_IPS']!r}"
+                )
+            values["log_client_ips"] = switch
         for name, attr, kind in (
             ("FILIERA_MAX_BODY_BYTES", "max_body_bytes", int),
             ("FILIERA_MAX_BATCH", "max_batch", int),
@@ -97,6 +145,8 @@ class Settings:
             ("FILIERA_SEAL_TIMEOUT", "seal_timeout", float),
             ("FILIERA_SEAL_INTERVAL", "seal_interval", float),
             ("FILIERA_PROVENANCE_MAX_LOTS", "provenance_max_lots", int),
+            ("FILIERA_TRUSTED_PROXIES", "trusted_proxies", int),
+            ("FILIERA_READY_MAX_PENDING_AGE", "ready_max_pending_age", float),
             ("FILIERA_WITNESS_INTERVAL", "witness_interval", float),
             ("FILIERA_WITNESS_TIMEOUT", "witness_timeout", float),
         ):
@@ -107,6 +157,7 @@ class Settings:
                     raise ConfigurationError(f"{name} must be a number, got {env[name]!r}") from exc
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
+        settings._check()
         if not settings.database_url:
             settings = replace(
                 settings, database_url=f"sqlite:///{(settings.data_dir / 'filiera.db').resolve()}"
@@ -116,6 +167,19 @@ class Settings:
             database_url=normalise_database_url(settings.database_url),
             public_url=_public_url(settings.public_url),
         )
+
+    def _check(self) -> None:
+        """Raises ConfigurationError for a value outside its set (numbers are checked above)."""
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigurationError(f"FILIERA_LOG_FORMAT must be json or text, got {self.log_format!r}")
+        if self.metrics not in METRICS_ACCESS:
+            raise ConfigurationError(
+                f"FILIERA_METRICS must be one of {', '.join(METRICS_ACCESS)}, got {self.metrics!r}"
+            )
+        if self.trusted_proxies < 0:
+            raise ConfigurationError("FILIERA_TRUSTED_PROXIES must be 0 or more")
+        if self.ready_max_pending_age <= 0:
+            raise ConfigurationError("FILIERA_READY_MAX_PENDING_AGE must be a positive number of seconds")
 
 
 def _public_url(value: str) -> str:

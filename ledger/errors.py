@@ -21,6 +21,7 @@ __all__ = [
     "RuleViolation",
     "TooLarge",
     "UnsupportedMedia",
+    "Throttled",
     "Unavailable",
     "IntegrityFailure",
     "SignatureRejected",
@@ -81,6 +82,8 @@ __all__ = [
     "HistoryTooLarge",
     "UnsupportedMediaType",
     "UnsupportedEncoding",
+    # throttling
+    "RateLimited",
     # service
     "NotInitialised",
     "UnsafeConfiguration",
@@ -197,6 +200,13 @@ class TooLarge(LedgerError):
 class UnsupportedMedia(LedgerError):
     code = "unsupported_media"
     title = "Unsupported media"
+
+
+class Throttled(LedgerError):
+    """Too many requests from one member or address: nothing about the request is wrong."""
+
+    code = "throttled"
+    title = "Too many requests"
 
 
 class Unavailable(LedgerError):
@@ -508,6 +518,11 @@ class NotInitialised(Unavailable):
 class UnsafeConfiguration(Unavailable):
     code = "unsafe_configuration"
     title = "Unsafe database configuration"
+
+
+class RateLimited(Throttled):
+    code = "rate_limited"
+    title = "Rate limit exceeded"
 
 
 class SealTimeout(Unavailable):

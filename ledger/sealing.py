@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -54,7 +54,7 @@ from .storage.cosignatures import with_cosignatures
 from .storage.store import BlockRow, DbStateSource, EntryRow, Store
 from .visibility import entry_parties
 
-__all__ = ["Sealer", "Receipt", "Outcome", "MAX_BLOCK_ENTRIES"]
+__all__ = ["Sealer", "SealObserver", "Receipt", "Outcome", "MAX_BLOCK_ENTRIES"]
 
 log = logging.getLogger("filiera.sealing")
 
@@ -94,6 +94,17 @@ class Outcome:
     status: str  # "created" | "exists" | "pending" | "rejected"
     receipt: Receipt | None = None
     error: LedgerError | None = None
+
+
+class SealObserver(Protocol):
+    """Who watches a Sealer (the API's metrics). Called on the sealing path: must be quick
+    and must not raise."""
+
+    def entries_settled(self, outcomes: Sequence[Outcome]) -> None:
+        """The final outcome of each submitted entry (a raised refusal counts for all)."""
+
+    def block_sealed(self, *, entries: int, seconds: float) -> None:
+        """A block of ``entries`` committed; ``seconds`` from taking the append lock to COMMIT."""
 
 
 @dataclass(eq=False)
@@ -151,6 +162,8 @@ class Sealer:
         # read and written only under the append lock. Kept even if that block's transaction
         # rolled back: it is then simply never matched (or matches the same tree again).
         self._frontier: tuple[int, str, dict[NodeId, bytes]] | None = None
+        # Told of outcomes and sealed blocks, for metrics (api/metrics.py); None: nobody.
+        self.observer: SealObserver | None = None
 
     # --- genesis ----------------------------------------------------------------------
 
@@ -200,6 +213,18 @@ class Sealer:
         Returns one Outcome per envelope (refusals as ``rejected`` with their error), or,
         with ``raise_first``, raises the first refusal. Nothing refused is written.
         """
+        observer = self.observer
+        try:
+            outcomes = self._submit_batch(objs, wait=wait, raise_first=raise_first)
+        except LedgerError as exc:
+            if observer is not None:
+                observer.entries_settled([Outcome(None, "rejected", error=exc)] * max(1, len(objs)))
+            raise
+        if observer is not None:
+            observer.entries_settled(outcomes)
+        return outcomes
+
+    def _submit_batch(self, objs: Sequence[Any], *, wait: bool, raise_first: bool) -> list[Outcome]:
         outcomes: list[Outcome] = []
         queue: list[dict[str, Any]] = []
         jobs: list[_Job] = []
@@ -314,6 +339,7 @@ class Sealer:
 
     def _seal_batch(self, batch: list[_Job]) -> None:
         """One block: entries queued durably first (they waited longest), then ``batch``."""
+        started = time.monotonic()
         try:
             with self.store.append() as conn:
                 rows = self.store.pending_batch(conn, MAX_BLOCK_ENTRIES)
@@ -352,6 +378,7 @@ class Sealer:
         except BaseException:
             self._fail(batch, Unavailable("sealing failed; nothing was acknowledged, submit again"))
             raise
+        self._observe_block(out, started)
         # Only now, after COMMIT, may anyone be told that their entry is in the log.
         for job in batch:
             if job.env.id in out.errors and job.env.id not in receipts:
@@ -364,6 +391,15 @@ class Sealer:
                 job.status = "rejected"
                 job.error = out.errors.get(job.env.id) or Unavailable("entry not sealed; submit again")
             job.done.set()
+
+    def _observe_block(self, out: _Round, started: float) -> None:
+        if out.block is not None:
+            self._observe_block_of(len(out.entries), started)
+
+    def _observe_block_of(self, entries: int, started: float) -> None:
+        observer = self.observer
+        if observer is not None:
+            observer.block_sealed(entries=entries, seconds=time.monotonic() - started)
 
     @staticmethod
     def _fail(batch: list[_Job], error: LedgerError) -> None:
@@ -432,11 +468,14 @@ class Sealer:
         call sealed."""
         settled: set[str] = set()
         while True:
+            started = time.monotonic()
+            sealed_now: set[str] = set()
             try:
                 with self.store.append() as conn:
                     rows = self.store.pending_batch(conn, MAX_BLOCK_ENTRIES)
                     if rows:
-                        settled |= self._seal_rows(conn, rows)
+                        sealed_now = self._seal_rows(conn, rows)
+                        settled |= sealed_now
             except OperationalError as exc:
                 raise Unavailable(f"database busy or unreachable: {exc.orig}") from exc
             except IntegrityError as exc:
@@ -444,6 +483,8 @@ class Sealer:
                 # lock, so it means the lock is not doing its job. Refuse loudly.
                 log.error("append conflict under the append lock: %s", exc.orig)
                 raise Unavailable("append conflict; retry") from exc
+            if sealed_now:
+                self._observe_block_of(len(sealed_now), started)
             # A partial batch means the queue was drained: no need for an empty round.
             if len(rows) < MAX_BLOCK_ENTRIES:
                 return settled

@@ -1,4 +1,4 @@
-"""Ledger identity, health and the latest checkpoint (PROTOCOL §6)."""
+"""Ledger identity and the latest checkpoint (PROTOCOL §6); health is in health.py."""
 
 from __future__ import annotations
 
@@ -7,28 +7,12 @@ from flask import Blueprint, Response, jsonify
 from ledger.errors import NotInitialised
 from ledger.notes import verifier_for
 from ledger.witnessing import published_checkpoint
-from sqlalchemy.exc import SQLAlchemyError
 
 from ..openapi import TEXT, operation
-from ..schemas.ledger import HealthSchema, LedgerInfoSchema
+from ..schemas.ledger import LedgerInfoSchema
 from ..services import services
 
 bp = Blueprint("ledger", __name__)
-
-
-@bp.get("/v1/health")
-@operation(summary="Liveness and readiness", tag="ledger", responses={200: HealthSchema}, errors=())
-def health() -> tuple[Response, int]:
-    """200 when the database answers and the ledger has a genesis block; 503 otherwise."""
-    svc = services()
-    try:
-        with svc.store.read() as conn:
-            head = svc.store.head(conn)
-    except SQLAlchemyError:
-        return jsonify(status="unavailable", database="unreachable", height=None, tree_size=None), 503
-    if head is None:
-        return jsonify(status="unavailable", database="ok", height=None, tree_size=None), 503
-    return jsonify(status="ok", database="ok", height=head.height, tree_size=head.tree_size), 200
 
 
 @bp.get("/v1/ledger")

@@ -546,6 +546,20 @@ class Store:
     def has_pending(self, conn: Connection) -> bool:
         return conn.execute(_HAS_PENDING).first() is not None
 
+    def pending_depth(self, conn: Connection) -> tuple[int, str | None]:
+        """How many entries wait in the queue, and when the oldest of them was received
+        (RFC 3339), for metrics and readiness. Both read the ``(status, seq)`` index."""
+        count = conn.execute(
+            select(func.count()).select_from(t.pending).where(t.pending.c.status == "pending")
+        ).scalar_one()
+        oldest = conn.execute(
+            select(t.pending.c.received_at)
+            .where(t.pending.c.status == "pending")
+            .order_by(t.pending.c.seq)
+            .limit(1)
+        ).scalar()
+        return int(count), oldest
+
     def enqueue(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert intake rows; an id already queued is left as it is (idempotent)."""
         if not rows:

@@ -87,7 +87,9 @@ def test_unexpected_failure_is_a_bare_500(ledger_env: LedgerEnv) -> None:
     finally:
         app.extensions["filiera"].store.dispose()
     body = _assert_problem(resp, 500, "internal_error")
-    assert re.fullmatch(r"internal error; log id [0-9a-f]{12}", body["detail"])
+    assert re.fullmatch(r"internal error; log id [0-9a-f]{32}", body["detail"])
+    # The log id is the request's id, which the response also carries (api/requestlog.py).
+    assert body["detail"].endswith(resp.headers["X-Request-Id"])
     assert "secret" not in resp.get_data(as_text=True)
     assert set(body) == PROBLEM_FIELDS
 

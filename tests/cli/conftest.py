@@ -149,7 +149,9 @@ def start_server(data_dir: Path, url: str, log_dir: Path, *, workers: int = 2, e
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [FILIERA, *on(data_dir, url), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-                env=clean_env({"FILIERA_LOG_LEVEL": "WARNING", **(env or {})}),
+                # Suites share one server per module from one address: no rate limits here
+                # (tests/integration/test_serve_limits.py tests them).
+                env=clean_env({"FILIERA_LOG_LEVEL": "WARNING", "FILIERA_RATE_LIMIT_IP": "off", "FILIERA_RATE_LIMIT_MEMBER": "off", **(env or {})}),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,

@@ -510,6 +510,9 @@ def test_serve_refuses_a_ledger_key_others_can_read(db: Db, tmp_path: Path) -> N
     proc = _serve_once(on(data, db.url))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert error_code(proc.stderr) == "unsafe_key_file"
+    # The message names the file, its mode and the fix.
+    assert f"{data / 'ledger.key'} has mode 0644" in proc.stderr
+    assert f"chmod 600 {data / 'ledger.key'}" in proc.stderr
 
 
 # --- the installed entry point -----------------------------------------------------------

@@ -365,7 +365,7 @@ def test_readme_defaults_match_the_code() -> None:
         else:
             assert text == value, name
         compared += 1
-    assert compared == 11
+    assert compared == 17
 
 
 # Snake-case names the docs quote that are not error codes: fields, tables, settings, functions.
@@ -377,6 +377,7 @@ NOT_ERROR_CODES = {
     "crypto_core_ed25519_is_valid_point", "crypto_sign_open", "crypto_sign_verify_detached",
     "full_page_writes", "remote_apply", "remote_write", "synchronous_commit",
     "pg_dump", "pg_restore",
+    "request_id", "oldest_pending_age",
 }
 
 
@@ -388,7 +389,8 @@ def test_error_codes_quoted_in_the_docs_exist() -> None:
     quoted: set[str] = set()
     for doc in (README, PROTOCOL_DOC, OPERATIONS_DOC):
         quoted |= set(re.findall(r"`([a-z]+(?:_[a-z0-9]+)+)`", doc.read_text(encoding="utf-8")))
-    unknown = quoted - codes - NOT_ERROR_CODES
+    # Prometheus metric names (docs/operations.md#metrics) are not error codes either.
+    unknown = {q for q in quoted if not q.startswith("filiera_")} - codes - NOT_ERROR_CODES
     assert unknown == set(), f"not error codes (add real field names to NOT_ERROR_CODES): {unknown}"
     assert len(quoted & codes) >= 30
 

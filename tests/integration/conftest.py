@@ -168,6 +168,10 @@ def server_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
             "FILIERA_LEDGER_KEY_FILE": str(settings.ledger_key_file),
             "FILIERA_SEAL_TIMEOUT": str(settings.seal_timeout),
             "FILIERA_LOG_LEVEL": "WARNING",
+            # The load tests measure the ledger, not the limiter, and send thousands of
+            # requests from one address; test_serve_limits.py sets limits where it tests them.
+            "FILIERA_RATE_LIMIT_IP": "off",
+            "FILIERA_RATE_LIMIT_MEMBER": "off",
         }
     )
     env.update(extra)
