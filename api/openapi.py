@@ -48,7 +48,7 @@ def operation(
     *,
     summary: str,
     tag: str,
-    responses: Mapping[int, type[Schema] | list[type[Schema]] | str | tuple[str, Mapping[str, Any]] | None],
+    responses: Mapping[int, type[Schema] | list[type[Schema]] | str | list[str] | tuple[str, Mapping[str, Any]] | None],
     query: type[Schema] | None = None,
     body: type[Schema] | None = None,
     path: Mapping[str, str] | None = None,
@@ -60,8 +60,8 @@ def operation(
     """Declare a view's OpenAPI operation. ``responses`` maps statuses to a schema, a media
     type (``TEXT``, ``NDJSON``, ``HTML``, ``SVG``, ``PNG``), a (media type, JSON Schema) pair for
     JSON bodies of another media type, a list of schemas (one of them, e.g. chosen by the query),
-    or None (no body); ``errors`` lists problem statuses (a status that ``responses`` declares,
-    e.g. an HTML 404, is not one)."""
+    or None (no body); ``errors`` lists problem statuses (one that ``responses`` also declares,
+    e.g. an HTML 404, is documented with both bodies)."""
 
     def mark(view: F) -> F:
         view._openapi = {  # type: ignore[attr-defined]
@@ -132,6 +132,9 @@ def _operation(endpoint: str, method: str, meta: Mapping[str, Any], args: set[st
         elif isinstance(kind, tuple):
             media, schema = kind
             resp["content"] = {media: {"schema": dict(schema)}}
+        elif isinstance(kind, list) and all(isinstance(k, str) for k in kind):
+            # One of several media types, chosen by the query (e.g. ?format=parquet).
+            resp["content"] = {k: {"schema": {"type": "string"}} for k in kind}
         elif isinstance(kind, list):
             # One of several bodies, chosen by the query (e.g. ?format=vc).
             resp["content"] = {"application/json": {"schema": {"oneOf": list(kind)}}}
@@ -145,6 +148,12 @@ def _operation(endpoint: str, method: str, meta: Mapping[str, Any], args: set[st
     # Every route but health and metrics counts against a rate limit (api/ratelimits.py).
     limited = () if endpoint.startswith(("health.", "metrics.")) else (429,)
     for status in (*meta["errors"], *limited, 503):
+        existing = responses.get(str(status))
+        if existing is not None and status in meta["errors"]:
+            # A status answered two ways (an HTML page for a lot the route looks up, a problem
+            # when the router finds no route at all): both bodies are documented.
+            existing.setdefault("content", {})["application/problem+json"] = {"schema": "Problem"}
+            continue
         responses.setdefault(
             str(status),
             {

@@ -104,7 +104,7 @@ def get_kpis() -> Response:
     tag="analytics",
     query=ExportQuerySchema,
     path={"table": "string"},
-    responses={200: "text/csv"},
+    responses={200: ["text/csv", "application/vnd.apache.parquet"]},
     headers={"Content-Disposition": "attachment; filename=<table>-<from>-<to>.<csv|parquet>"},
     errors=(400, 404),
     member=True,

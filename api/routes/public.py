@@ -127,7 +127,7 @@ def _database_unavailable(exc: OperationalError) -> tuple[str, int, dict[str, st
     tag="public",
     responses={200: HTML, 404: HTML, 503: HTML},
     path=_PATH,
-    errors=(),
+    errors=(404,),
 )
 def page(lot: str) -> Response:
     """The lot's public provenance as an accessible HTML page for shoppers: origin and
@@ -143,7 +143,7 @@ def page(lot: str) -> Response:
     tag="public",
     responses={200: HTML, 404: HTML, 503: HTML},
     path={"gtin": "string", **_PATH},
-    errors=(),
+    errors=(404,),
 )
 def digital_link(gtin: str, lot: str) -> Response:
     """The product page for GS1 Digital Link URI ``/01/{gtin}/10/{lot}`` (GTIN, then batch or
@@ -160,7 +160,7 @@ def digital_link(gtin: str, lot: str) -> Response:
     tag="public",
     responses={200: SVG, 404: HTML, 503: HTML},
     path=_PATH,
-    errors=(),
+    errors=(404,),
 )
 def qr_svg(lot: str) -> Response:
     """A QR code for printing on the lot's label: it encodes the GS1 Digital Link URL when
@@ -178,7 +178,7 @@ def qr_svg(lot: str) -> Response:
     tag="public",
     responses={200: PNG, 404: HTML, 503: HTML},
     path=_PATH,
-    errors=(),
+    errors=(404,),
 )
 def qr_png(lot: str) -> Response:
     """The same QR code as ``qr.svg``, as a PNG of 12-pixel modules marked 600 dpi."""

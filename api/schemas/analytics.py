@@ -68,6 +68,11 @@ class ExportQuerySchema(_Dates):
 
 
 class FactSchema(Schema):
+    """A fact: these members, plus the fields of its kind (docs/analytics.md)."""
+
+    class Meta:
+        unknown = "include"
+
     cursor = fields.String(required=True, metadata={"description": "INDEX.SEQ: pass as `after` to read on from here"})
     kind = fields.String(required=True, metadata={"enum": list(KINDS)})
     index = fields.Integer(required=True, metadata={"description": "log index of the entry that completes the fact"})

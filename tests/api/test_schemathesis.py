@@ -147,6 +147,11 @@ def _real_path_parameters(demo: Demo, path: str) -> list[dict[str, Any]]:
         return [{"height": h} for h in range(demo.blocks)]
     if "{participant_id}" in path:
         return [{"participant_id": p} for p in demo.participants]
+    if "{table}" in path:
+        return [{"table": t} for t in ("shipment", "dwell", "delivery", "contract", "payment")]
+    if "{gtin}" in path:
+        # GS1's example GTIN (check digit valid): the page answers 404 unless a product carries it.
+        return [{"gtin": "09506000134352", "lot": lot} for lot in demo.lots]
     if "{lot}" in path:
         return [{"lot": lot} for lot in demo.lots]
     return []
