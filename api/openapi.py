@@ -48,7 +48,7 @@ def operation(
     *,
     summary: str,
     tag: str,
-    responses: Mapping[int, type[Schema] | list[type[Schema]] | str | list[str] | tuple[str, Mapping[str, Any]] | None],
+    responses: Mapping[int, type[Schema] | list[type[Schema] | str] | str | tuple[str, Mapping[str, Any]] | None],
     query: type[Schema] | None = None,
     body: type[Schema] | None = None,
     path: Mapping[str, str] | None = None,
@@ -132,12 +132,16 @@ def _operation(endpoint: str, method: str, meta: Mapping[str, Any], args: set[st
         elif isinstance(kind, tuple):
             media, schema = kind
             resp["content"] = {media: {"schema": dict(schema)}}
-        elif isinstance(kind, list) and all(isinstance(k, str) for k in kind):
-            # One of several media types, chosen by the query (e.g. ?format=parquet).
-            resp["content"] = {k: {"schema": {"type": "string"}} for k in kind}
         elif isinstance(kind, list):
-            # One of several bodies, chosen by the query (e.g. ?format=vc).
-            resp["content"] = {"application/json": {"schema": {"oneOf": list(kind)}}}
+            # One of several bodies or media types, chosen by the query (e.g. ?format=vc,
+            # ?format=parquet): media types as text, schemas as JSON (one of them).
+            content = {k: {"schema": {"type": "string"}} for k in kind if isinstance(k, str)}
+            schemas = [k for k in kind if not isinstance(k, str)]
+            if len(schemas) == 1:
+                content["application/json"] = {"schema": schemas[0]}
+            elif schemas:
+                content["application/json"] = {"schema": {"oneOf": schemas}}
+            resp["content"] = content
         elif kind is not None:
             resp["content"] = {"application/json": {"schema": kind}}
         if status in (200, 201, 202) and meta["headers"]:

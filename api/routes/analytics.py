@@ -44,7 +44,7 @@ def _tree_size() -> int:
     summary="The facts feed, in log order from a cursor",
     tag="analytics",
     query=FactsQuerySchema,
-    responses={200: FactPageSchema},
+    responses={200: [FactPageSchema, "application/x-ndjson"]},
     headers={"Filiera-Next-Cursor": "cursor for the next page (NDJSON answers)"},
     member=True,
 )
