@@ -111,8 +111,14 @@ def create_app(
     app.extensions["filiera"] = Services(settings, store, sealer, key.public_key, witness_policy, witnessing)
     problems.register(app)
 
-    from .routes import analytics, blocks, engagement, entries, epcis, export, ledger, lots, meta, participants, proofs, public
+    from .routes import (
+        analytics, blocks, engagement, entries, epcis, export, ledger, lots, meta, participants, proofs, public,
+        webhooks,
+    )
 
-    for module in (ledger, entries, blocks, proofs, participants, lots, epcis, export, analytics, engagement, public, meta):
+    for module in (
+        ledger, entries, blocks, proofs, participants, lots, epcis, export, analytics, engagement, public, webhooks,
+        meta,
+    ):
         app.register_blueprint(module.bp)
     return app
