@@ -62,6 +62,7 @@ class Receiver:
     secret: str | None = None
     arrivals: list[Arrival] = field(default_factory=list)
     bad: list[str] = field(default_factory=list)
+    retry_after: str | None = None  # sent with every failure answer when set
     release: threading.Event = field(default_factory=threading.Event)
     holding: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -108,6 +109,8 @@ class Receiver:
                     time.sleep(wait)
                 try:
                     self.send_response(status)
+                    if receiver.retry_after is not None and status >= 300:
+                        self.send_header("Retry-After", receiver.retry_after)
                     self.send_header("Content-Length", "2")
                     self.end_headers()
                     self.wfile.write(b"ok")
