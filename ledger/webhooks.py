@@ -109,9 +109,9 @@ def message_body(fact: Mapping[str, Any], *, sealed_at: str) -> bytes:
 def retry_delay(attempts: int, *, base: float, cap: float, jitter: float) -> float:
     """Seconds to wait after the ``attempts``-th failed attempt (1, 2, ...): exponential,
     ``base * 2**(attempts-1)``, capped at ``cap``, with "equal jitter": half of it fixed and
-    half random (``jitter`` in [0, 1)). So delays never shrink from one attempt to the next,
-    receivers that failed together do not all come back at once, and the wait never
-    exceeds ``cap``."""
+    half random (``jitter`` in [0, 1)). So, below the cap, a pause never shrinks from one
+    attempt to the next (the ranges only touch); at the cap it stays between half of it and
+    all of it; receivers that failed together do not all come back at once."""
     if attempts < 1:
         raise ValueError("attempts counts from 1")
     exponent = min(attempts - 1, 62)  # 2**62 s outlasts any cap; stops the float overflowing
