@@ -112,13 +112,13 @@ def create_app(
     problems.register(app)
 
     from .routes import (
-        analytics, blocks, engagement, entries, epcis, export, ledger, lots, meta, participants, proofs, public,
-        webhooks,
+        analytics, blocks, dashboard, engagement, entries, epcis, export, ledger, lots, meta, participants, proofs,
+        public, webhooks,
     )
 
     for module in (
         ledger, entries, blocks, proofs, participants, lots, epcis, export, analytics, engagement, public, webhooks,
-        meta,
+        dashboard, meta,
     ):
         app.register_blueprint(module.bp)
     return app
