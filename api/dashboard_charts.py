@@ -51,6 +51,8 @@ def _nice(maximum: float) -> float:
     """A round axis maximum at or above ``maximum`` (at least 1)."""
     if maximum <= 1:
         return 1.0
+    if maximum <= 40:
+        return float(-(-int(-(-maximum // 1)) // 4) * 4)  # whole numbers on the four grid lines
     step = 10 ** (len(str(int(maximum))) - 1)
     return float(-(-maximum // step) * step) if maximum / step > 2 else float(-(-maximum // (step / 2)) * (step / 2))
 
