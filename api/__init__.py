@@ -113,8 +113,14 @@ def create_app(
     # Request ids and logs, metrics, rate limits, health, security headers: api/ops.py.
     ops.register(app, settings)
 
-    from .routes import analytics, blocks, engagement, entries, epcis, export, ledger, lots, meta, participants, proofs, public
+    from .routes import (
+        analytics, blocks, dashboard, engagement, entries, epcis, export, ledger, lots, meta, participants, proofs,
+        public, webhooks,
+    )
 
-    for module in (ledger, entries, blocks, proofs, participants, lots, epcis, export, analytics, engagement, public, meta):
+    for module in (
+        ledger, entries, blocks, proofs, participants, lots, epcis, export, analytics, engagement, public, webhooks,
+        dashboard, meta,
+    ):
         app.register_blueprint(module.bp)
     return app

@@ -291,6 +291,7 @@ def serve(obj: _Ctx, host: str, port: int, workers: int) -> None:
     env["FILIERA_DATA_DIR"] = str(obj.settings.data_dir.resolve())
     env["FILIERA_DATABASE_URL"] = obj.settings.database_url
     env["FILIERA_LEDGER_KEY_FILE"] = str(obj.settings.ledger_key_file.resolve())
+    env["FILIERA_WEBHOOK_KEY_FILE"] = str(obj.settings.webhook_key_file.resolve())
     if obj.settings.witness_policy is not None:
         env["FILIERA_WITNESS_POLICY"] = str(obj.settings.witness_policy.resolve())
     args = [sys.executable, "-m", "gunicorn", "-c", str(conf), "--bind", f"{host}:{port}", "--workers", str(workers), "--chdir", str(Path(__file__).resolve().parents[1])]

@@ -31,6 +31,7 @@ _REASONS = {
     200: "OK",
     201: "Created",
     202: "Accepted",
+    204: "No Content",
     400: "Malformed request (see `code`)",
     401: "Authentication failed",
     403: "Not allowed",

@@ -47,6 +47,11 @@ SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
     "FILIERA_WITNESS_INTERVAL": ("witness_interval", "seconds between witnessing rounds (1)"),
     "FILIERA_WITNESS_TIMEOUT": ("witness_timeout", "seconds to wait for one witness's answer (5)"),
     "FILIERA_PUBLIC_URL": ("public_url", "base URL that product-page QR codes encode (none: the request's own)"),
+    "FILIERA_WEBHOOK_KEY_FILE": ("webhook_key_file", "key that encrypts webhook secrets (<data dir>/webhook-secrets.key)"),
+    "FILIERA_WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", "1: webhooks may target loopback and private addresses (0)"),
+    "FILIERA_WEBHOOK_TIMEOUT": ("webhook_timeout", "seconds a webhook endpoint has to answer (15)"),
+    "FILIERA_WEBHOOK_RETRY_BASE": ("webhook_retry_base", "seconds before the first retry of a failed delivery (5)"),
+    "FILIERA_WEBHOOK_RETRY_MAX": ("webhook_retry_max", "longest pause between retries, in seconds (3600)"),
 }
 
 LOG_FORMATS = ("json", "text")
@@ -103,6 +108,11 @@ class Settings:
     witness_interval: float = 1.0
     witness_timeout: float = 5.0
     public_url: str = ""
+    webhook_key_file: Path = Path("var/webhook-secrets.key")
+    webhook_allow_private: bool = False
+    webhook_timeout: float = 15.0
+    webhook_retry_base: float = 5.0
+    webhook_retry_max: float = 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -130,6 +140,7 @@ class Settings:
             "run_dir": Path(env["FILIERA_RUN_DIR"]) if env.get("FILIERA_RUN_DIR") else None,
             "witness_policy": Path(env["FILIERA_WITNESS_POLICY"]) if env.get("FILIERA_WITNESS_POLICY") else None,
             "public_url": env.get("FILIERA_PUBLIC_URL", ""),
+            "webhook_allow_private": _flag(env, "FILIERA_WEBHOOK_ALLOW_PRIVATE"),
         }
         if "FILIERA_LOG_CLIENT_IPS" in env:
             switch = _SWITCH.get(env["FILIERA_LOG_CLIENT_IPS"].strip().lower())
@@ -149,13 +160,21 @@ class Settings:
             ("FILIERA_READY_MAX_PENDING_AGE", "ready_max_pending_age", float),
             ("FILIERA_WITNESS_INTERVAL", "witness_interval", float),
             ("FILIERA_WITNESS_TIMEOUT", "witness_timeout", float),
+            ("FILIERA_WEBHOOK_TIMEOUT", "webhook_timeout", float),
+            ("FILIERA_WEBHOOK_RETRY_BASE", "webhook_retry_base", float),
+            ("FILIERA_WEBHOOK_RETRY_MAX", "webhook_retry_max", float),
         ):
             if name in env:
                 try:
                     values[attr] = kind(env[name])
                 except ValueError as exc:
                     raise ConfigurationError(f"{name} must be a number, got {env[name]!r}") from exc
+        if env.get("FILIERA_WEBHOOK_KEY_FILE"):
+            values["webhook_key_file"] = Path(env["FILIERA_WEBHOOK_KEY_FILE"])
         values.update(overrides)
+        if "webhook_key_file" not in values:
+            # Beside the data directory finally chosen, which an override (--data-dir) may set.
+            values["webhook_key_file"] = Path(str(values["data_dir"])) / "webhook-secrets.key"
         settings = cls(**values)  # type: ignore[arg-type]
         settings._check()
         if not settings.database_url:
@@ -180,6 +199,17 @@ class Settings:
             raise ConfigurationError("FILIERA_TRUSTED_PROXIES must be 0 or more")
         if self.ready_max_pending_age <= 0:
             raise ConfigurationError("FILIERA_READY_MAX_PENDING_AGE must be a positive number of seconds")
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A yes/no setting: ``1``/``true``/``yes`` or ``0``/``false``/``no`` (unset: no).
+    Raises ConfigurationError for anything else, rather than guess on a security switch."""
+    value = env.get(name, "0").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigurationError(f"{name} must be 1 or 0, got {value!r}")
 
 
 def _public_url(value: str) -> str:

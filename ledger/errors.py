@@ -135,6 +135,14 @@ __all__ = [
     "InconsistentCheckpoint",
     "CheckpointNotWitnessed",
     "InvalidWitnessPolicy",
+    # webhooks and the members' dashboard
+    "InvalidWebhook",
+    "WebhookUrlRefused",
+    "WebhookNotFound",
+    "TooManyWebhooks",
+    "DashboardTokenInvalid",
+    "DashboardTokenExpired",
+    "WebhookSecretUnreadable",
     "all_error_classes",
     "error_for_code",
 ]
@@ -770,6 +778,44 @@ class CheckpointNotWitnessed(Unavailable):
 class InvalidWitnessPolicy(ConfigurationError):
     code = "invalid_witness_policy"
     title = "Invalid witness policy file"
+
+
+# --- webhooks (docs/webhooks.md) and the members' dashboard (docs/analytics.md) -------------
+
+
+class InvalidWebhook(MalformedInput):
+    code = "invalid_webhook"
+    title = "Invalid webhook subscription"
+
+
+class WebhookUrlRefused(MalformedInput):
+    code = "webhook_url_refused"
+    title = "Webhook URL not allowed"
+
+
+class WebhookNotFound(NotFound):
+    code = "webhook_not_found"
+    title = "No such webhook subscription"
+
+
+class TooManyWebhooks(Conflict):
+    code = "too_many_webhooks"
+    title = "Webhook subscription limit reached"
+
+
+class DashboardTokenInvalid(Unauthenticated):
+    code = "dashboard_token_invalid"
+    title = "Dashboard link does not verify"
+
+
+class DashboardTokenExpired(Unauthenticated):
+    code = "dashboard_token_expired"
+    title = "Dashboard link expired"
+
+
+class WebhookSecretUnreadable(ConfigurationError):
+    code = "webhook_secret_unreadable"
+    title = "Webhook secret cannot be decrypted"
 
 
 def all_error_classes() -> list[type[LedgerError]]:

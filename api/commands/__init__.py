@@ -8,4 +8,4 @@ modules: ``api.cli.Ctx``, ``api.cli.fail``, ``api.cli.EXIT_INVALID`` and ``EXIT_
 
 from __future__ import annotations
 
-from . import audit, certificate, epcis, evidence, export, facts, monitor, witness  # noqa: F401
+from . import audit, certificate, dashboard, epcis, evidence, export, facts, monitor, webhooks, witness, worker  # noqa: F401

@@ -52,6 +52,8 @@ __all__ = [
     "fact_tables",
     "fact_lot_traces",
     "fact_contract_progress",
+    "webhook_subscriptions",
+    "webhook_deliveries",
 ]
 
 metadata = MetaData(
@@ -350,4 +352,46 @@ fact_contract_progress = Table(
     Column("receipt", String(64), nullable=True),
     Column("receipt_index", BigInteger, nullable=True),
     Column("region", Text, nullable=True),
+)
+
+# --- webhooks (docs/webhooks.md): members' subscriptions and the delivery outbox -------------
+# Not log tables: rows change as deliveries are attempted, and go when a member deletes the
+# subscription. ``secret`` holds the signing secret sealed with the key file's key (never the
+# secret itself: ledger/webhook_secrets.py). ``after_idx``/``after_seq`` is the subscription's
+# cursor in the facts projection: every visible fact up to it is in the outbox already, so the
+# worker fills the outbox by reading on from it, and nothing needs writing at sealing.
+webhook_subscriptions = Table(
+    "webhook_subscriptions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("member", String(64), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("types", String(100), nullable=False),  # fact kinds, comma-separated
+    Column("description", String(200), nullable=True),
+    Column("secret", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("after_idx", BigInteger, nullable=False),
+    Column("after_seq", Integer, nullable=True),
+    Column("status", String(16), nullable=False),  # active, or gone (the endpoint answered 410)
+)
+
+# One row per fact to deliver to a subscription, keyed by the fact's position; ``body`` is the
+# exact bytes sent and signed on every attempt. Times are Unix milliseconds.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("subscription", String(40), primary_key=True),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending, delivered
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("last_attempt_at", BigInteger, nullable=True),
+    Column("last_result", String(200), nullable=True),
+    Column("delivered_at", BigInteger, nullable=True),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_queue", "subscription", "status", "idx", "seq"),
 )

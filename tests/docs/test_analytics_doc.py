@@ -63,5 +63,5 @@ def _resolve(args: list[str]) -> str:
 
 def test_the_documented_command_lines_exist() -> None:
     lines = _command_lines(DOC)
-    assert len(lines) == 7
-    assert {_resolve(args) for args in lines} == {"get", "facts export", "facts rebuild", "verify"}
+    assert len(lines) == 8
+    assert {_resolve(args) for args in lines} == {"get", "facts export", "facts rebuild", "verify", "dashboard-link"}

@@ -48,6 +48,7 @@ from .gen_vectors import (
 README = ROOT / "README.md"
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 WITNESSING_DOC = ROOT / "docs" / "witnessing.md"
+WEBHOOKS_DOC = ROOT / "docs" / "webhooks.md"
 TEST_ONLY_SETTINGS = ("FILIERA_TEST_PG_URL", "FILIERA_SKIP_PG", "FILIERA_FUZZ_EXAMPLES")
 
 
@@ -365,7 +366,7 @@ def test_readme_defaults_match_the_code() -> None:
         else:
             assert text == value, name
         compared += 1
-    assert compared == 17
+    assert compared == 21
 
 
 # Snake-case names the docs quote that are not error codes: fields, tables, settings, functions.
@@ -474,7 +475,7 @@ def _check_invocation(args: list[str]) -> str:
     return name
 
 
-@pytest.mark.parametrize("doc", [README, OPERATIONS_DOC, WITNESSING_DOC], ids=["README", "operations", "witnessing"])
+@pytest.mark.parametrize("doc", [README, OPERATIONS_DOC, WITNESSING_DOC, WEBHOOKS_DOC], ids=["README", "operations", "witnessing", "webhooks"])
 def test_documented_command_lines_exist(doc: Path) -> None:
     invocations = _command_lines(doc)
     used = {_check_invocation(args) for args in invocations}
@@ -488,6 +489,9 @@ def test_documented_command_lines_exist(doc: Path) -> None:
     elif doc == WITNESSING_DOC:
         assert {"witness", "serve"} <= used
         assert len(invocations) == 4
+    elif doc == WEBHOOKS_DOC:
+        assert used == {"webhooks", "worker"}
+        assert len(invocations) == 6
     else:
         assert {"init", "serve", "verify"} <= used
 

@@ -34,6 +34,7 @@ LEDGER_TABLES = {
     "engagement_daily",
     "fact_shipments", "fact_dwell", "fact_deliveries", "fact_contracts", "fact_payments",
     "fact_lot_traces", "fact_contract_progress",
+    "webhook_subscriptions", "webhook_deliveries",
 }
 
 
