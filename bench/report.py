@@ -116,6 +116,7 @@ def render(results: dict[str, Any]) -> str:
         rows.append("realistic mix: filiera demo --lots N, in-process")
         row("  lots, entries, blocks", [cell(c, lambda r: "{lots:,}, {entries:,}, {blocks:,}".format(**r["demo"])) for c in cols])
         row("  time to build, entries/s", [cell(c, lambda r: "{seconds:,.0f} s, {entries_per_s:,.0f}/s".format(**r["demo"])) for c in cols])
+        row("  projection: snapshots with head's facts / all", [cell(c, lambda r: "{head_block_facts_visible:,} / {snapshots:,}".format(**r["demo"]["projection"]) if "projection" in r["demo"] else "-") for c in cols], "lag < 1 s")
         row("  ratio to 2-core verify, CPU ms per entry", [cell(c, lambda r: "{:.3f}, {:.2f}".format(r["demo"].get("ratio_to_2core_verify", 0.0), r["demo"]["cpu_ms_per_entry"])) for c in cols])
     lines.extend(rows)
     audit = results.get("audit")
