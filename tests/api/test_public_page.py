@@ -610,7 +610,9 @@ def test_the_openapi_document_describes_the_pages(world: World) -> None:
     spec = world.client.get("/openapi.json").json
     for path in ("/p/{lot}", "/01/{gtin}/10/{lot}"):
         op = spec["paths"][path]["get"]
-        assert set(op["responses"]["200"]["content"]) == set(op["responses"]["404"]["content"]) == {"text/html"}
+        assert set(op["responses"]["200"]["content"]) == {"text/html"}
+        # An unknown lot gets the HTML page; a path no route matches gets the API's problem.
+        assert set(op["responses"]["404"]["content"]) == {"text/html", "application/problem+json"}
         assert "security" not in op
     assert set(spec["paths"]["/p/{lot}/qr.svg"]["get"]["responses"]["200"]["content"]) == {"image/svg+xml"}
     assert set(spec["paths"]["/p/{lot}/qr.png"]["get"]["responses"]["200"]["content"]) == {"image/png"}
