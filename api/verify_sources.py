@@ -132,7 +132,7 @@ def db_source(settings: Settings) -> ChainSource:
                             checkpoint=b.checkpoint,
                             leaves=[
                                 StoredLeaf(
-                                    r.idx, r.id, r.leaf_hash, r.leaf_data.encode("utf-8"),
+                                    r.idx, r.id, r.leaf_hash, _leaf_bytes(r.leaf_data),
                                     {"height": r.height, "type": r.type, "author": r.author, "nonce": r.nonce},
                                 )
                                 for r in rows
@@ -226,6 +226,15 @@ def db_source(settings: Settings) -> ChainSource:
         store.dispose()
 
     return ChainSource(gen, total, node_check, state_check, close, on_block=facts.on_block)
+
+
+def _leaf_bytes(value: object) -> bytes:
+    """The stored leaf as bytes. A damaged file can give back a NULL, a number or a blob where
+    the text was: verify_chain then refuses the leaf at its entry, in log order, rather than
+    this reader crashing."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return value if isinstance(value, bytes) else b""
 
 
 def _origin(from_genesis: str, block0: BlockRow | None) -> str:
