@@ -133,7 +133,7 @@ def db_source(settings: Settings) -> ChainSource:
                             leaves=[
                                 StoredLeaf(
                                     r.idx, r.id, r.leaf_hash, _leaf_bytes(r.leaf_data),
-                                    {"height": r.height, "type": r.type, "author": r.author, "nonce": r.nonce},
+                                    columns={"height": r.height, "type": r.type, "author": r.author, "nonce": r.nonce},
                                 )
                                 for r in rows
                             ],

@@ -266,9 +266,10 @@ def _audit(
             return fail("bundle", exc.detail, code=exc.code, line=exc.facts.get("line"))
         header = bundle.header
         # The header repeats what the exporter read from the stored genesis entry, so an
-        # edited genesis shows here first. It is reported only if the chain itself, checked
-        # against the verifier key alone, holds: otherwise the chain's failure names the
-        # block and entry where the log goes wrong (for another ledger's bundle: genesis).
+        # edited genesis shows here first. The mismatch is reported if the chain holds or
+        # fails only because genesis names another key (a bundle of another ledger); any other
+        # failure of the chain, checked against the verifier key alone, names the block and
+        # entry where the log goes wrong (an edited genesis: entry 0).
         mismatch: tuple[str, str] | None = None
         if header.origin != verifier.name:
             mismatch = ("origin", f"the bundle is of ledger {header.origin!r}, the verifier key is for {verifier.name!r}")
@@ -316,6 +317,9 @@ def _audit(
             )
         except ChainBroken as exc:
             f = exc.facts
+            if mismatch is not None and f.get("reason") == "ledger_key":
+                # A sound genesis of another ledger key: the verifier key is not this bundle's.
+                return fail(*mismatch, line=1)
             return fail(
                 str(f.get("reason", "chain")), exc.detail, code=exc.code, cause=f.get("cause"),
                 height=f.get("height"), index=f.get("index"), entry=f.get("entry"), line=f.get("line"),
