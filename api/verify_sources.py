@@ -130,13 +130,7 @@ def db_source(settings: Settings) -> ChainSource:
                             hash=b.hash,
                             signature=b.signature,
                             checkpoint=b.checkpoint,
-                            leaves=[
-                                StoredLeaf(
-                                    r.idx, r.id, r.leaf_hash, _leaf_bytes(r.leaf_data),
-                                    columns={"height": r.height, "type": r.type, "author": r.author, "nonce": r.nonce},
-                                )
-                                for r in rows
-                            ],
+                            leaves=[_stored_leaf(r) for r in rows],
                         )
                         size = b.tree_size
                 height = page[-1].height + 1
@@ -228,13 +222,24 @@ def db_source(settings: Settings) -> ChainSource:
     return ChainSource(gen, total, node_check, state_check, close, on_block=facts.on_block)
 
 
-def _leaf_bytes(value: object) -> bytes:
-    """The stored leaf as bytes. A damaged file can give back a NULL, a number or a blob where
-    the text was: verify_chain then refuses the leaf at its entry, in log order, rather than
-    this reader crashing."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return value if isinstance(value, bytes) else b""
+def _stored_leaf(r: Any) -> StoredLeaf:
+    """One entries row as verify_chain sees it.
+
+    A damaged file can give back another storage class than the schema's (a NULL, a number, a
+    blob, a real for an integer). Such a value never passes for the one the schema stores, even
+    when it reads the same (a blob of the leaf's bytes): verify_chain then names the entry, in
+    log order, rather than this reader crashing or the damage going unseen.
+    """
+    def text_or_repr(value: object) -> str:
+        return value if isinstance(value, str) else repr(value)
+
+    return StoredLeaf(
+        r.idx if type(r.idx) is int else -1,
+        text_or_repr(r.id),
+        text_or_repr(r.leaf_hash),
+        r.leaf_data.encode("utf-8") if isinstance(r.leaf_data, str) else b"",
+        columns={"height": r.height, "type": r.type, "author": r.author, "nonce": r.nonce},
+    )
 
 
 def _origin(from_genesis: str, block0: BlockRow | None) -> str:

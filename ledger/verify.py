@@ -333,7 +333,8 @@ def _verify_blocks(
                     raise _broken(str(exc.facts.get("reason", "merkle_node")), exc.detail, height=h, index=index, entry=leaf.id, **facts) from exc
             if leaf.columns is not None:
                 derived = {"height": h, "type": str(env.type), "author": env.author, "nonce": env.nonce}
-                wrong = sorted(k for k, v in leaf.columns.items() if derived.get(k) != v)
+                # The type too: a damaged file can hand back 5.0 for 5, or bytes for text.
+                wrong = sorted(k for k, v in leaf.columns.items() if type(v) is not type(derived.get(k)) or derived.get(k) != v)
                 if wrong:
                     raise _broken(
                         "entry_columns",

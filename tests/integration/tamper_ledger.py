@@ -50,7 +50,10 @@ from ..conftest import _pg_admin_engine, drop_pg_schema
 from ..factories import ORIGIN, Member, key_add, key_revoke, register, update
 from ..supply import attestation, close_contract, confirm, contract, handoff, lot, origin, payment, receipt, transform
 
-__all__ = ["SEED", "ENTRIES", "say", "CAST", "CREATED", "Base", "KeySpan", "Row", "build_base", "clone", "connect", "dump", "export", "run_audit", "run_verify"]
+__all__ = [
+    "SEED", "ENTRIES", "CAST", "CREATED", "Base", "KeySpan", "Row",
+    "build_base", "clone", "connect", "dump", "export", "run_audit", "run_verify", "say",
+]
 
 CAST: dict[str, list[str]] = {
     "farm1": ["producer"],

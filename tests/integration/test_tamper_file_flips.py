@@ -56,7 +56,7 @@ def _log_rows(path: Path) -> dict[str, list[tuple[Any, ...]]] | str:
             return rows
         finally:
             conn.close()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:  # the schema's own text can be damaged
         return f"{exc.__class__.__name__}: {exc}"
 
 
@@ -101,8 +101,12 @@ def test_random_byte_flips_in_the_sqlite_file(base: Base, tmp_path: Path, capsys
             path.unlink()
             continue
         counted += 1
-        result = run([*on(base.data, f"sqlite:///{path}"), "verify", "--json"])
         where = f"seed {SEED} flip {n} (byte {offset} bit {bit})"
+        try:
+            result = run([*on(base.data, f"sqlite:///{path}"), "verify", "--json"])
+        except Exception as exc:  # noqa: BLE001 -- a crash is a finding, reported with the rest
+            problems.append(f"{where}: verify crashed: {exc.__class__.__name__}: {exc}")
+            continue
         try:
             out = json.loads(result.stdout)
         except ValueError:

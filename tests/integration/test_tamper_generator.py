@@ -24,7 +24,7 @@ a log cut cleanly is, on its own, a valid shorter log. The summary says so.
 Sizes (CI, then the full T2 plan):
   FILIERA_T2_ENTRIES   400   2000   entries in the ledger
   FILIERA_T2_EDITS     200   1000   random edits on SQLite
-  FILIERA_T2_PG_EDITS   15   1000   random edits on PostgreSQL
+  FILIERA_T2_PG_EDITS   30   1000   random edits on PostgreSQL
   FILIERA_T2_CLEAN      20    100   untouched copies that must verify and audit clean
   FILIERA_T2_FLIPS      20   1000   random byte flips (test_tamper_file_flips.py)
 FILIERA_T2_SEED fixes the seed (random otherwise); every failure message and the one-line JSON
@@ -58,7 +58,7 @@ from .tamper_ledger import ENTRIES, SEED, Base, build_base, dump, export, run_au
 
 pytestmark = pytest.mark.slow
 
-EDITS = {"sqlite": int(os.environ.get("FILIERA_T2_EDITS", "200")), "postgresql": int(os.environ.get("FILIERA_T2_PG_EDITS", "15"))}
+EDITS = {"sqlite": int(os.environ.get("FILIERA_T2_EDITS", "200")), "postgresql": int(os.environ.get("FILIERA_T2_PG_EDITS", "30"))}
 CLEAN = int(os.environ.get("FILIERA_T2_CLEAN", "20"))
 
 
