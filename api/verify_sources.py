@@ -8,6 +8,7 @@ derived tables (or what a server shows as its members) say what the replayed log
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
+from ledger import jcs
 from ledger.config import Settings
 from ledger.errors import ChainBroken, Unavailable
 from ledger.merkle import NodeId
@@ -22,7 +24,7 @@ from ledger.state import KeyRecord, ParticipantRecord
 from ledger.storage import schema as t
 from ledger.state import LedgerState
 from ledger.storage import projection
-from ledger.storage.store import Store
+from ledger.storage.store import BlockRow, Store
 from ledger.storage.facts_replay import FactsCheck
 from ledger.verify import BlockHook, NodeCheck, StateCheck, StoredBlock, StoredLeaf
 
@@ -105,11 +107,11 @@ def db_source(settings: Settings) -> ChainSource:
             except (ValueError, KeyError, TypeError):
                 # A genesis entry too damaged to read: verify_chain names it at entry 0.
                 policy = None
+            origin = _origin(policy.origin if policy else "", store.block(conn, 0))
     except BaseException:
         store.dispose()
         raise
     total = head.tree_size if head else 0
-    origin = policy.origin if policy else ""
 
     def blocks() -> Generator[StoredBlock, None, None]:
         height, size = 0, 0
@@ -128,7 +130,7 @@ def db_source(settings: Settings) -> ChainSource:
                             hash=b.hash,
                             signature=b.signature,
                             checkpoint=b.checkpoint,
-                            leaves=[StoredLeaf(r.idx, r.id, r.leaf_hash, r.leaf_data.encode("utf-8")) for r in rows],
+                            leaves=[_stored_leaf(r) for r in rows],
                         )
                         size = b.tree_size
                 height = page[-1].height + 1
@@ -220,6 +222,41 @@ def db_source(settings: Settings) -> ChainSource:
     return ChainSource(gen, total, node_check, state_check, close, on_block=facts.on_block)
 
 
+def _stored_leaf(r: Any) -> StoredLeaf:
+    """One entries row as verify_chain sees it.
+
+    A damaged file can give back another storage class than the schema's (a NULL, a number, a
+    blob, a real for an integer). Such a value never passes for the one the schema stores, even
+    when it reads the same (a blob of the leaf's bytes): verify_chain then names the entry, in
+    log order, rather than this reader crashing or the damage going unseen.
+    """
+    def text_or_repr(value: object) -> str:
+        return value if isinstance(value, str) else repr(value)
+
+    return StoredLeaf(
+        r.idx if type(r.idx) is int else -1,
+        text_or_repr(r.id),
+        text_or_repr(r.leaf_hash),
+        r.leaf_data.encode("utf-8") if isinstance(r.leaf_data, str) else b"",
+        columns={"height": r.height, "type": r.type, "author": r.author, "nonce": r.nonce},
+    )
+
+
+def _origin(from_genesis: str, block0: BlockRow | None) -> str:
+    """The ``ledger`` every block header names, which the blocks table does not store.
+
+    Genesis names it, and so does the first line of every checkpoint note. Of the two, the
+    one under which block 0's header hashes to its stored hash is taken: an edited or
+    unreadable genesis entry is then named as entry 0, not as a bad block 0 header.
+    """
+    if block0 is None:
+        return from_genesis
+    for candidate in (from_genesis, block0.checkpoint.split("\n", 1)[0]):
+        if candidate and hashlib.sha256(jcs.canonicalize(block0.header_json(candidate))).hexdigest() == block0.hash:
+            return candidate
+    return from_genesis
+
+
 def _check_nothing_unsealed(store: Store, size: int) -> None:
     """Raise ChainBroken if the log tables hold rows past the last block's tree size."""
     with store.read() as conn:
@@ -260,8 +297,6 @@ def db_blocks(settings: Settings) -> Source:
 def http_source(url: str, http_json: Callable[..., tuple[int, Any]]) -> ChainSource:
     """Every block of a server's ledger, fetched page by page (entries one by one), and a
     check that the members and keys the server shows are the ones its log makes."""
-    from ledger import jcs
-
     base = url.rstrip("/")
     status, info = http_json("GET", base + "/v1/ledger")
     if status != 200 or not isinstance(info, dict):

@@ -265,10 +265,16 @@ def _audit(
         except LedgerError as exc:
             return fail("bundle", exc.detail, code=exc.code, line=exc.facts.get("line"))
         header = bundle.header
+        # The header repeats what the exporter read from the stored genesis entry, so an
+        # edited genesis shows here first. The mismatch is reported if the chain holds or
+        # fails only because genesis names another key (a bundle of another ledger); any other
+        # failure of the chain, checked against the verifier key alone, names the block and
+        # entry where the log goes wrong (an edited genesis: entry 0).
+        mismatch: tuple[str, str] | None = None
         if header.origin != verifier.name:
-            return fail("origin", f"the bundle is of ledger {header.origin!r}, the verifier key is for {verifier.name!r}", line=1)
-        if header.public_key != b64(verifier.public_key):
-            return fail("ledger_key", "the bundle names another ledger key than the verifier key", line=1)
+            mismatch = ("origin", f"the bundle is of ledger {header.origin!r}, the verifier key is for {verifier.name!r}")
+        elif header.public_key != b64(verifier.public_key):
+            mismatch = ("ledger_key", "the bundle names another ledger key than the verifier key")
         start_index = cursor.frontier.size
         if header.from_index != start_index:
             if state is None:
@@ -279,7 +285,7 @@ def _audit(
             raise InvalidSnapshot(
                 f"the bundle starts at entry {header.from_index} but the state snapshot ends at {start_index}"
             )
-        if trusted is not None and bundle.consistency is not None:
+        if trusted is not None and bundle.consistency is not None and mismatch is None:
             c = bundle.consistency
             try:
                 new = verify_checkpoint(c.checkpoint, verifier=verifier, origin=verifier.name)
@@ -311,6 +317,9 @@ def _audit(
             )
         except ChainBroken as exc:
             f = exc.facts
+            if mismatch is not None and f.get("reason") == "ledger_key":
+                # A sound genesis of another ledger key: the verifier key is not this bundle's.
+                return fail(*mismatch, line=1)
             return fail(
                 str(f.get("reason", "chain")), exc.detail, code=exc.code, cause=f.get("cause"),
                 height=f.get("height"), index=f.get("index"), entry=f.get("entry"), line=f.get("line"),
@@ -318,6 +327,8 @@ def _audit(
             )
         except LedgerError as exc:
             return fail("bundle", exc.detail, code=exc.code, line=exc.facts.get("line"))
+        if mismatch is not None:
+            return fail(*mismatch, line=1)
         if trusted is not None and report.tree_size < trusted.tree_size:
             return fail("truncated", f"the bundle ends at tree size {report.tree_size}, before the trusted checkpoint's {trusted.tree_size}")
         if bundle.checkpoint is None or bundle.end is None:

@@ -16,7 +16,7 @@ Importing this module loads neither Flask nor SQLAlchemy (a test checks).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,7 @@ REASONS = frozenset(
         "block_signature", "checkpoint",
         "missing_entry", "index",  # entries not at 0, 1, 2, ... within their block
         "leaf_data", "payload", "entry_id", "signature", "rule", "leaf_hash",
+        "entry_columns",  # a store's copy of an entry's height, type, author or nonce is wrong
         "ledger_key", "merkle_node",
         "unsealed_entry",  # an entry stored beyond the last block (source check)
         "projection",  # derived state tables disagree with the replayed log (source check)
@@ -109,6 +110,9 @@ class StoredLeaf:
     # raised), and the (key id, public key) pairs whose signatures on it verified.
     parsed: tuple[str | None, Envelope | LedgerError] | None = None
     verified: frozenset[tuple[str, bytes]] | None = None
+    # What a store keeps beside the leaf, if anything (``height``, ``type``, ``author``,
+    # ``nonce``): the API serves and intake looks up these copies, so they must agree with it.
+    columns: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,16 @@ def _trusted(note: str, *, origin: str, key: bytes) -> Checkpoint:
             height=0,
             cause=exc.code,
         ) from exc
+
+
+def _missing(index: int, wanted: range, block: StoredBlock, *, height: int) -> ChainBroken:
+    return _broken(
+        "missing_entry",
+        f"entry {index} is missing: the header covers {len(wanted)} entries, the block has {len(block.leaves)}",
+        height=height,
+        index=index,
+    )
+
 
 
 def verify_chain(
@@ -241,17 +255,7 @@ def _verify_blocks(
         if header.first_index != frontier.size:
             raise _broken("first_index", f"first_index {header.first_index}, expected {frontier.size}", height=h)
         wanted = range(header.first_index, header.tree_size)
-        if len(block.leaves) != len(wanted):
-            present = {leaf.index for leaf in block.leaves}
-            missing = next((i for i in wanted if i not in present), None)
-            if missing is not None:
-                raise _broken(
-                    "missing_entry",
-                    f"entry {missing} is missing: the header covers {len(wanted)} entries, "
-                    f"the block has {len(block.leaves)}",
-                    height=h,
-                    index=missing,
-                )
+        if len(block.leaves) > len(wanted):
             raise _broken("entries", f"header covers {len(wanted)} entries, block has {len(block.leaves)}", height=h)
         if header.hash() != block.hash:
             raise _broken("block_hash", "stored block hash is not the hash of its header", height=h)
@@ -266,6 +270,10 @@ def _verify_blocks(
         for i, leaf in enumerate(block.leaves):
             index = header.first_index + i
             if leaf.index != index:
+                # A missing entry is named where the log reaches it, so that an entry earlier
+                # in the block that is wrong (one moved down to close the gap) is named first.
+                if all(other.index != index for other in block.leaves):
+                    raise _missing(index, wanted, block, height=h)
                 raise _broken("index", f"entry at position {leaf.index}, expected {index}", height=h, index=index, entry=leaf.id)
             try:
                 if leaf.parsed is not None and leaf.parsed[0] == (origin or None):
@@ -323,6 +331,16 @@ def _verify_blocks(
                 except ChainBroken as exc:
                     facts = {k: v for k, v in exc.facts.items() if k not in ("height", "index", "entry", "reason")}
                     raise _broken(str(exc.facts.get("reason", "merkle_node")), exc.detail, height=h, index=index, entry=leaf.id, **facts) from exc
+            if leaf.columns is not None:
+                derived = {"height": h, "type": str(env.type), "author": env.author, "nonce": env.nonce}
+                # The type too: a damaged file can hand back 5.0 for 5, or bytes for text.
+                wrong = sorted(k for k, v in leaf.columns.items() if type(v) is not type(derived.get(k)) or derived.get(k) != v)
+                if wrong:
+                    raise _broken(
+                        "entry_columns",
+                        f"the stored {', '.join(wrong)} of this entry disagree with its leaf and block",
+                        height=h, index=index, entry=leaf.id, field=wrong[0],
+                    )
             cur.entries += 1
             if trusted is not None and frontier.size == trusted.tree_size and frontier.root() != trusted.root:
                 raise _broken(
@@ -332,6 +350,8 @@ def _verify_blocks(
                     height=h,
                     tree_size=trusted.tree_size,
                 )
+        if len(block.leaves) < len(wanted):
+            raise _missing(header.first_index + len(block.leaves), wanted, block, height=h)
         if header.ledger != origin:
             raise _broken("origin", f"block names ledger {header.ledger!r}, genesis {origin!r}", height=h)
         if frontier.root().hex() != header.root:

@@ -331,6 +331,26 @@ def leaf_not_json(conn: Connection, led: Ledger) -> Expected:
     return at(led, 10, "leaf_data", cause="malformed_json")
 
 
+def height_column(conn: Connection, led: Ledger) -> Expected:
+    # The API serves an entry's block from this column: a copy of a fact the log holds.
+    conn.execute(text("UPDATE entries SET height = 3 WHERE idx = 10"))
+    return at(led, 10, "entry_columns", field="height")
+
+
+def genesis_swapped(conn: Connection, led: Ledger) -> Expected:
+    # The headers' origin then comes from block 0's checkpoint, so entry 0 is named.
+    _swap(conn, 0, 1)
+    return {**at(led, 0, "rule", cause="genesis_misplaced"), "entry": led.rows[1].id}
+
+
+def last_block_gap_closed(conn: Connection, led: Ledger) -> Expected:
+    # Entry 28 deleted and 29, 30 moved down: 28 is wrong before 30 is missing.
+    conn.execute(text("DELETE FROM entries WHERE idx = 28"))
+    conn.execute(text("UPDATE entries SET idx = idx - 1 WHERE idx = 29"))
+    conn.execute(text("UPDATE entries SET idx = idx - 1 WHERE idx = 30"))
+    return {**at(led, 28, "merkle_node", node=[0, 28]), "entry": led.rows[29].id}
+
+
 def block_first_index(conn: Connection, led: Ledger) -> Expected:
     set_block(conn, 3, first_index=12)
     return at_block(3, "first_index")
@@ -503,6 +523,9 @@ CASES: dict[str, Edit] = {
     "entry-id-column": id_column,
     "leaf-not-canonical": leaf_not_canonical,
     "leaf-not-json": leaf_not_json,
+    "height-column": height_column,
+    "genesis-swapped": genesis_swapped,
+    "last-block-gap-closed": last_block_gap_closed,
     "block-first-index": block_first_index,
     "block-time-backwards-rehashed": block_time_backwards_rehashed,
     "block-time": block_time,
@@ -532,7 +555,7 @@ CASES: dict[str, Edit] = {
 
 
 def test_case_count() -> None:
-    assert len(CASES) == 37
+    assert len(CASES) == 40
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
