@@ -18,7 +18,7 @@ from sqlalchemy import func, or_, select
 
 from ledger import jcs
 from ledger.config import Settings
-from ledger.errors import ChainBroken, Unavailable
+from ledger.errors import ChainBroken, LedgerError, Unavailable
 from ledger.merkle import NodeId
 from ledger.state import KeyRecord, ParticipantRecord
 from ledger.storage import schema as t
@@ -104,7 +104,7 @@ def db_source(settings: Settings) -> ChainSource:
             head = store.head(conn)
             try:
                 policy = store.policy(conn)
-            except (ValueError, KeyError, TypeError):
+            except LedgerError:
                 # A genesis entry too damaged to read: verify_chain names it at entry 0.
                 policy = None
             origin = _origin(policy.origin if policy else "", store.block(conn, 0))

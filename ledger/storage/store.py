@@ -27,7 +27,7 @@ from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool, QueuePool
 
 from ..config import Settings
-from ..errors import NotInitialised, UnsafeConfiguration, Unavailable
+from ..errors import ChainBroken, NotInitialised, UnsafeConfiguration, Unavailable
 from ..merkle import NodeId
 from ..state import KeyRecord, ParticipantRecord, Policy
 from . import projection
@@ -386,12 +386,19 @@ class Store:
             row = conn.execute(select(t.entries.c.leaf_data).where(t.entries.c.idx == 0)).first()
             if row is None:
                 return None
-            payload = json.loads(row.leaf_data)["payload"]
-            self._policy = Policy(
-                origin=payload["ledger"],
-                ledger_key=base64.b64decode(payload["ledger_key"]),
-                admin_quorum=payload["policy"]["admin_quorum"],
-            )
+            try:
+                payload = json.loads(row.leaf_data)["payload"]
+                self._policy = Policy(
+                    origin=payload["ledger"],
+                    ledger_key=base64.b64decode(payload["ledger_key"], validate=True),
+                    admin_quorum=payload["policy"]["admin_quorum"],
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                # Only an edit behind the service's back gets here: sealing wrote a valid genesis.
+                raise ChainBroken(
+                    "block 0, entry 0: the stored genesis entry cannot be read; run `filiera verify`",
+                    reason="leaf_data", height=0, index=0, entry=None,
+                ) from exc
         return self._policy
 
     def head(self, conn: Connection) -> BlockRow | None:
