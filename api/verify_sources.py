@@ -135,6 +135,7 @@ def db_source(settings: Settings) -> ChainSource:
                         size = b.tree_size
                 height = page[-1].height + 1
             _check_nothing_unsealed(store, size)
+            _check_sqlite_file(store)
         finally:
             store.dispose()
 
@@ -255,6 +256,27 @@ def _origin(from_genesis: str, block0: BlockRow | None) -> str:
         if candidate and hashlib.sha256(jcs.canonicalize(block0.header_json(candidate))).hexdigest() == block0.hash:
             return candidate
     return from_genesis
+
+
+def _check_sqlite_file(store: Store) -> None:
+    """Raise ChainBroken (reason storage) if SQLite finds its file inconsistent.
+
+    Every read above goes through the primary keys' indexes, so a damaged table row whose key
+    no longer matches its index entry reads back as if intact; ``PRAGMA integrity_check``
+    compares them (``quick_check`` does not). It runs last, once the log itself has verified,
+    so that a damage the log shows is named at its block and entry first.
+    """
+    with store.read() as conn:
+        if conn.dialect.name != "sqlite":
+            return
+        problems = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA integrity_check(5)")]
+    if problems != ["ok"]:
+        raise ChainBroken(
+            f"the database file is damaged: {'; '.join(problems)}",
+            reason="storage",
+            height=None,
+            problems=problems,
+        )
 
 
 def _check_nothing_unsealed(store: Store, size: int) -> None:

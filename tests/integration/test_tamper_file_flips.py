@@ -60,6 +60,18 @@ def _log_rows(path: Path) -> dict[str, list[tuple[Any, ...]]] | str:
         return f"{exc.__class__.__name__}: {exc}"
 
 
+def _changes(before: dict[str, list[tuple[Any, ...]]], after: dict[str, list[tuple[Any, ...]]] | str) -> str:
+    """What differs, briefly: the error, or the first changed row of each table."""
+    if isinstance(after, str):
+        return after
+    out = []
+    for table, rows in before.items():
+        if rows != after[table]:
+            pair = next(((a, b) for a, b in zip(rows, after[table]) if a != b), None)
+            out.append(f"{table}: {len(rows)} -> {len(after[table])} rows, first change {pair!r:.600}")
+    return "; ".join(out)
+
+
 def _one_changed_row(before: dict[str, list[tuple[Any, ...]]], after: dict[str, list[tuple[Any, ...]]]) -> tuple[str, Any] | None:
     """(table, key) when exactly one row of one table changed in place (same key, same count)."""
     changed = []
@@ -113,7 +125,7 @@ def test_random_byte_flips_in_the_sqlite_file(base: Base, tmp_path: Path, capsys
             problems.append(f"{where}: verify printed no JSON (exit {result.exit_code}): {result.stderr[-300:]}")
             continue
         if result.exit_code != 1 or out.get("ok") is not False:
-            problems.append(f"{where}: verify exit {result.exit_code}: {out}")
+            problems.append(f"{where}: verify exit {result.exit_code}: {out}; the log changed: {_changes(before, after)}")
             continue
         detected += 1
         one = _one_changed_row(before, after) if isinstance(after, dict) else None
@@ -146,3 +158,25 @@ def test_a_leaf_that_is_not_utf8_fails_verification(base: Base, tmp_path: Path) 
     out = json.loads(result.stdout)
     assert (result.exit_code, out["ok"], out["code"]) == (1, False, "chain_broken"), out
     assert out["reason"] == "storage" or (out["height"], out["index"]) == (base.height_of(7), 7), out
+
+
+def test_a_row_whose_key_no_longer_matches_its_index_fails_verification(base: Base, tmp_path: Path) -> None:
+    """Merkle node (0, 5) renumbered in its table row only: every read goes through the
+    primary key's index and still finds the node, so only SQLite's integrity check shows it
+    (reason ``storage``)."""
+    path = tmp_path / "index.db"
+    with sqlite3.connect(base.url.split("///", 1)[1]) as src, sqlite3.connect(path) as dst:
+        src.backup(dst)
+        (node,) = dst.execute("SELECT hash FROM merkle_nodes WHERE level = 0 AND idx = 5").fetchone()
+    src.close()
+    dst.close()
+    raw = bytearray(path.read_bytes())
+    # The row's record body is idx (one byte: serial type 1), then the 32-byte hash; level 0
+    # takes no body byte. The hash appears nowhere else in the file (indexes hold keys only).
+    at = raw.index(bytes(node))
+    assert raw.count(bytes(node)) == 1 and raw[at - 1] == 5
+    raw[at - 1] = 99
+    path.write_bytes(bytes(raw))
+    result = run([*on(base.data, f"sqlite:///{path}"), "verify", "--json"])
+    out = json.loads(result.stdout)
+    assert (result.exit_code, out["code"], out["reason"]) == (1, "chain_broken", "storage"), out
