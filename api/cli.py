@@ -461,6 +461,9 @@ def verify(
     except (urllib.error.URLError, OSError, LedgerError) as exc:
         fail(Unavailable(f"cannot reach {url}: {exc}"), EXIT_USAGE)
     except OperationalError as exc:
+        if "could not decode" in str(exc.orig).lower():
+            # SQLite read a text value that is not UTF-8: a damaged row, not a busy database.
+            fail(ChainBroken(f"the database cannot read the stored log: {exc.orig}", reason="storage", height=None), EXIT_INVALID)
         fail(Unavailable(f"database unreachable or busy: {exc.orig}"), EXIT_USAGE)
     except DatabaseError as exc:
         # The database answered but cannot read its own rows (a damaged file, a value of the
