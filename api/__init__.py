@@ -100,7 +100,8 @@ def create_app(
     witnessing = None
     if witness_policy is not None:
         witnessing = Witnessing(
-            store, witness_policy, timeout=settings.witness_timeout, interval=settings.witness_interval
+            store, witness_policy, timeout=settings.witness_timeout, interval=settings.witness_interval,
+            refresh=settings.witness_refresh,
         )
         if background_sealing if background_witnessing is None else background_witnessing:
             witnessing.start_background()

@@ -46,6 +46,7 @@ SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
     "FILIERA_WITNESS_POLICY": ("witness_policy", "witness policy file (c2sp.org/tlog-policy); unset: no witnesses"),
     "FILIERA_WITNESS_INTERVAL": ("witness_interval", "seconds between witnessing rounds (1)"),
     "FILIERA_WITNESS_TIMEOUT": ("witness_timeout", "seconds to wait for one witness's answer (5)"),
+    "FILIERA_WITNESS_REFRESH": ("witness_refresh", "seconds after which an idle ledger's checkpoint is cosigned again (300; 0: never)"),
     "FILIERA_PUBLIC_URL": ("public_url", "base URL that product-page QR codes encode (none: the request's own)"),
     "FILIERA_WEBHOOK_KEY_FILE": ("webhook_key_file", "key that encrypts webhook secrets (<data dir>/webhook-secrets.key)"),
     "FILIERA_WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", "1: webhooks may target loopback and private addresses (0)"),
@@ -107,6 +108,7 @@ class Settings:
     witness_policy: Path | None = None
     witness_interval: float = 1.0
     witness_timeout: float = 5.0
+    witness_refresh: float = 300.0
     public_url: str = ""
     webhook_key_file: Path = Path("var/webhook-secrets.key")
     webhook_allow_private: bool = False
@@ -160,6 +162,7 @@ class Settings:
             ("FILIERA_READY_MAX_PENDING_AGE", "ready_max_pending_age", float),
             ("FILIERA_WITNESS_INTERVAL", "witness_interval", float),
             ("FILIERA_WITNESS_TIMEOUT", "witness_timeout", float),
+            ("FILIERA_WITNESS_REFRESH", "witness_refresh", float),
             ("FILIERA_WEBHOOK_TIMEOUT", "webhook_timeout", float),
             ("FILIERA_WEBHOOK_RETRY_BASE", "webhook_retry_base", float),
             ("FILIERA_WEBHOOK_RETRY_MAX", "webhook_retry_max", float),
@@ -199,6 +202,8 @@ class Settings:
             raise ConfigurationError("FILIERA_TRUSTED_PROXIES must be 0 or more")
         if self.ready_max_pending_age <= 0:
             raise ConfigurationError("FILIERA_READY_MAX_PENDING_AGE must be a positive number of seconds")
+        if not 0 <= self.witness_refresh < float("inf"):
+            raise ConfigurationError("FILIERA_WITNESS_REFRESH must be 0 (never) or a number of seconds")
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -10,6 +10,13 @@ against the witness's key before they are stored. Rounds run outside every ledge
 transaction, on their own threads, so a slow or dead witness never delays intake or sealing;
 a witness that fails is retried with a growing pause.
 
+Freshness (TESTPLAN T11): a checkpoint carries no time, so an idle ledger would otherwise show
+the same cosignatures for ever, and a reader could not tell a live ledger from a frozen one.
+With ``refresh`` set (FILIERA_WITNESS_REFRESH), a round also resubmits the head checkpoint (old
+size = its own size, no proof: tlog-witness answers that with a fresh cosignature) to every
+witness whose newest cosignature of it is ``refresh`` seconds old or more. The renewal is stored
+beside the first cosignature, and readers are served the newest one.
+
 What a refusal means for the ledger:
 
 * 409 with a size below ours: the witness is behind or ahead of what we remembered; retry
@@ -71,7 +78,8 @@ def http_post(url: str, body: bytes, timeout: float) -> tuple[int, str, bytes]:
 class WitnessResult:
     """What one witness did with one checkpoint.
 
-    ``status``: ``cosigned`` (stored now), ``current`` (already cosigned this size),
+    ``status``: ``cosigned`` (stored now), ``renewed`` (a fresh cosignature of a size already
+    cosigned, see ``refresh``), ``current`` (already cosigned this size, recently enough),
     ``unreachable``, ``refused`` (an answer that is not a cosignature), ``conflict`` (the
     witness holds another history: see the module docstring), ``no_url``, ``waiting``
     (retried after a failure, not this round).
@@ -98,6 +106,8 @@ class Witnessing:
     post: Post = http_post
     timeout: float = 5.0
     interval: float = 1.0
+    refresh: float = 0.0  # seconds; 0: never ask again for a size already cosigned
+    clock: Callable[[], float] = time.time
     _seen: dict[str, int] = field(default_factory=dict)  # witness -> size it last reported
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -130,7 +140,7 @@ class Witnessing:
         v = witness.verifier
         with self.store.read() as conn:
             stored = cs.latest_size(conn, witness=v.name, key_id=v.key_id.hex()) or 0
-        if stored >= size:
+        if stored > size or (stored == size and not self._stale(v.name, v.key_id.hex(), size)):
             return WitnessResult(name, "current", size)
         now = time.monotonic()
         with self._lock:
@@ -149,7 +159,7 @@ class Witnessing:
         except LedgerError as exc:
             result = WitnessResult(name, "refused", size, f"{exc.code}: {exc.detail}")
         with self._lock:
-            if result.status == "cosigned":
+            if result.status in ("cosigned", "renewed"):
                 backoff.failures, backoff.next_try = 0, 0.0
             else:
                 backoff.failures += 1
@@ -157,7 +167,7 @@ class Witnessing:
                 backoff.next_try = time.monotonic() + pause
         if result.status == "conflict":
             log.error("witness %s: %s", name, result.detail)
-        elif result.status != "cosigned":
+        elif result.status not in ("cosigned", "renewed"):
             log.warning("witness %s (%s): %s: %s", name, url, result.status, result.detail)
         return result
 
@@ -190,8 +200,16 @@ class Witnessing:
             return WitnessResult(name, "refused", size, f"HTTP {status}: {detail}")
         return WitnessResult(name, "refused", size, f"no agreement on the old size after {_MAX_ATTEMPTS} attempts")
 
+    def _stale(self, witness: str, key_id: str, size: int) -> bool:
+        """Whether the newest cosignature of ``size`` by this key is due for renewal."""
+        if self.refresh <= 0:
+            return False
+        with self.store.read() as conn:
+            newest = cs.newest_timestamp(conn, witness=witness, key_id=key_id, tree_size=size)
+        return newest is None or self.clock() - newest >= self.refresh
+
     def _proof(self, old: int, size: int) -> tuple[bytes, ...]:
-        if old == 0:
+        if old == 0 or old == size:
             return ()
         plan = consistency_plan(old_size=old, new_size=size)
         with self.store.read() as conn:
@@ -215,10 +233,14 @@ class Witnessing:
             rows.append(cs.StoredCosignature(v.name, v.key_id.hex(), checkpoint.tree_size, timestamp, line))
         if not rows:
             return WitnessResult(witness.name, "refused", checkpoint.tree_size, "the answer holds no cosignature by this witness's key")
-        cs.record(self.store, rows[:1])
+        status = "cosigned"
+        if not cs.record(self.store, rows[:1]):
+            # This key already cosigned this size (the first one is kept): a renewal.
+            cs.record_renewal(self.store, rows[0])
+            status = "renewed"
         with self._lock:
             self._seen[witness.name] = checkpoint.tree_size
-        return WitnessResult(witness.name, "cosigned", checkpoint.tree_size)
+        return WitnessResult(witness.name, status, checkpoint.tree_size)
 
     # --- background ---------------------------------------------------------------------
 

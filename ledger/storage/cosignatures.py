@@ -1,9 +1,11 @@
 """Stored witness cosignatures and the witnessing turn: the queries ``ledger.witnessing`` makes.
 
 Rows are inserted only after the cosignature verified against the witness's key and the body
-of the checkpoint at that tree size (the block's); the table is append-only. Readers attach the
-lines to the block's own checkpoint note (signed-note §Format allows signatures in any order:
-the log's line stays first).
+of the checkpoint at that tree size (the block's); the table is append-only. A witness's later
+cosignatures of the same checkpoint (renewals while the ledger is idle, TESTPLAN T11) go to
+``cosignature_renewals``, append-only too. Readers attach, per witness key, the newest line to the
+block's own checkpoint note (signed-note §Format allows signatures in any order: the log's line
+stays first).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from .store import BlockRow, Store
 __all__ = [
     "StoredCosignature",
     "record",
+    "record_renewal",
+    "newest_timestamp",
     "latest_size",
     "at_size",
     "newest_sizes",
@@ -89,6 +93,59 @@ def record(store: Store, rows: Sequence[StoredCosignature]) -> int:
         return 0
 
 
+def record_renewal(store: Store, row: StoredCosignature) -> bool:
+    """Store a later cosignature of a tree size this witness key has already cosigned; False if
+    one with the same timestamp is stored (a witness answering twice in one second)."""
+    try:
+        with store.write() as conn:
+            key = (
+                t.cosignature_renewals.c.witness == row.witness,
+                t.cosignature_renewals.c.key_id == row.key_id,
+                t.cosignature_renewals.c.tree_size == row.tree_size,
+                t.cosignature_renewals.c.timestamp == row.timestamp,
+            )
+            if conn.execute(select(func.count()).select_from(t.cosignature_renewals).where(*key)).scalar_one():
+                return False
+            conn.execute(
+                t.cosignature_renewals.insert(),
+                {"witness": row.witness, "key_id": row.key_id, "tree_size": row.tree_size, "timestamp": row.timestamp, "line": row.line},
+            )
+            return True
+    except IntegrityError:
+        return False
+
+
+def newest_timestamp(conn: Connection, *, witness: str, key_id: str, tree_size: int) -> int | None:
+    """The newest cosignature time (POSIX seconds) of this witness key at ``tree_size``."""
+    newest: int | None = None
+    for table in (t.cosignatures, t.cosignature_renewals):
+        value = conn.execute(
+            select(func.max(table.c.timestamp)).where(
+                table.c.witness == witness, table.c.key_id == key_id, table.c.tree_size == tree_size
+            )
+        ).scalar()
+        if value is not None and (newest is None or int(value) > newest):
+            newest = int(value)
+    return newest
+
+
+def _newest_per_key(rows: list[StoredCosignature]) -> list[StoredCosignature]:
+    """One cosignature per (tree size, witness, key ID): the newest; ordered by witness, key."""
+    best: dict[tuple[int, str, str], StoredCosignature] = {}
+    for r in rows:
+        k = (r.tree_size, r.witness, r.key_id)
+        if k not in best or r.timestamp > best[k].timestamp:
+            best[k] = r
+    return sorted(best.values(), key=lambda r: (r.witness, r.key_id))
+
+
+def _rows_at(conn: Connection, sizes: list[int]) -> list[StoredCosignature]:
+    rows: list[StoredCosignature] = []
+    for table in (t.cosignatures, t.cosignature_renewals):
+        rows.extend(_row(r) for r in conn.execute(select(table).where(table.c.tree_size.in_(sizes))))
+    return _newest_per_key(rows)
+
+
 def latest_size(conn: Connection, *, witness: str, key_id: str) -> int | None:
     """The largest tree size this witness key has cosigned for us, if any."""
     value = conn.execute(
@@ -100,13 +157,9 @@ def latest_size(conn: Connection, *, witness: str, key_id: str) -> int | None:
 
 
 def at_size(conn: Connection, tree_size: int) -> list[StoredCosignature]:
-    """The cosignatures of the checkpoint of ``tree_size``, by witness name and key ID."""
-    rows = conn.execute(
-        select(t.cosignatures)
-        .where(t.cosignatures.c.tree_size == tree_size)
-        .order_by(t.cosignatures.c.witness, t.cosignatures.c.key_id)
-    )
-    return [_row(r) for r in rows]
+    """The cosignatures of the checkpoint of ``tree_size``, the newest of each witness key,
+    by witness name and key ID."""
+    return _rows_at(conn, [tree_size])
 
 
 def newest_sizes(conn: Connection, *, below: int | None, limit: int) -> list[tuple[int, list[StoredCosignature]]]:
@@ -119,13 +172,8 @@ def newest_sizes(conn: Connection, *, below: int | None, limit: int) -> list[tup
     if not sizes:
         return []
     by_size: dict[int, list[StoredCosignature]] = {s: [] for s in sizes}
-    rows = conn.execute(
-        select(t.cosignatures)
-        .where(t.cosignatures.c.tree_size.in_(sizes))
-        .order_by(t.cosignatures.c.witness, t.cosignatures.c.key_id)
-    )
-    for r in rows:
-        by_size[r.tree_size].append(_row(r))
+    for r in _rows_at(conn, sizes):
+        by_size[r.tree_size].append(r)
     return [(s, by_size[s]) for s in sizes]
 
 

@@ -6,7 +6,7 @@ what the code queries, and a test checks the two stay in step.
 Log tables, which the database itself refuses to UPDATE or DELETE (triggers installed by the
 migration): ``entries``, ``blocks``, ``merkle_nodes``. Everything else is derived from them
 (``participants``, ``participant_keys``) or transient (``pending``), except the witnesses'
-``cosignatures``: evidence from outside, append-only like the log.
+``cosignatures`` and ``cosignature_renewals``: evidence from outside, append-only like the log.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ __all__ = [
     "entry_parties",
     "request_nonces",
     "cosignatures",
+    "cosignature_renewals",
     "engagement_daily",
     "LOG_TABLES",
     "APPEND_ONLY_TABLES",
@@ -271,8 +272,23 @@ cosignatures = Table(
 )
 Index("ix_cosignatures_tree_size", cosignatures.c.tree_size)
 
+# Later cosignatures of a checkpoint already cosigned (TESTPLAN T11): while the ledger is idle,
+# the witnessing loop asks again every FILIERA_WITNESS_REFRESH seconds, so a reader can tell a
+# live ledger from a stale one by the newest timestamp. The first cosignature stays in
+# ``cosignatures``; renewals are append-only too (triggers in migration 0008).
+cosignature_renewals = Table(
+    "cosignature_renewals",
+    metadata,
+    Column("witness", String(255), primary_key=True),
+    Column("key_id", String(8), primary_key=True),
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("timestamp", BigInteger, primary_key=True, autoincrement=False),
+    Column("line", Text, nullable=False),
+)
+Index("ix_cosignature_renewals_tree_size", cosignature_renewals.c.tree_size)
+
 # Tables the database refuses to UPDATE or DELETE.
-APPEND_ONLY_TABLES = (*LOG_TABLES, "cosignatures")
+APPEND_ONLY_TABLES = (*LOG_TABLES, "cosignatures", "cosignature_renewals")
 # Views of the public product pages (issue #6), as aggregate counts per day and lot with the
 # lot's product and origin labels. Nothing about the viewer (IP address, user agent, cookie,
 # referrer) has a column: privacy by construction. Not a log table: rows may be deleted.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,16 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from api.witness_app import create_witness_app
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+
 from ledger.cosignature import Cosigner, cosignatures_in
+from ledger.storage import schema
 from ledger.errors import ConfigurationError, Unavailable
 from ledger.keys import SigningKey
 from ledger.notes import Checkpoint, TlogProof, sign_checkpoint, split_note, verifier_for, verify_checkpoint
 from ledger.witness_state import WitnessState
+from ledger.clock import FixedClock
 from ledger.witnessing import Witnessing
 
 from ..conftest import LedgerEnv
@@ -77,14 +83,14 @@ def _post(witnesses: dict[str, FakeWitness]) -> Callable[[str, bytes, float], tu
 def rig_for(ledger_env: LedgerEnv, tmp_path: Path) -> Iterator[Callable[..., Rig]]:
     apps: list[Flask] = []
 
-    def make(quorum: str = "all", count: int = 2) -> Rig:
+    def make(quorum: str = "all", count: int = 2, clock: FixedClock | None = None) -> Rig:
         vkey = verifier_for(ORIGIN, ledger_env.ledger_key.public_key.raw)
         witnesses: dict[str, FakeWitness] = {}
         lines = []
         for i in range(count):
             cosigner = Cosigner(f"witness{i}.example/w", SigningKey.generate())
             host = f"w{i}.test:7380"
-            app = create_witness_app(cosigner=cosigner, logs={ORIGIN: [vkey]}, state_dir=tmp_path / f"w{i}")
+            app = create_witness_app(cosigner=cosigner, logs={ORIGIN: [vkey]}, state_dir=tmp_path / f"w{i}", clock=clock)
             witnesses[host] = FakeWitness(cosigner, app.test_client())
             lines.append(f"witness w{i} {cosigner.verifier.vkey} http://{host}")
         names = " ".join(f"w{i}" for i in range(count))
@@ -334,3 +340,71 @@ def test_a_witness_ahead_of_the_ledger_is_a_conflict_every_round(rig_for: Callab
     assert first.status == "conflict" and str(size + 5) in first.detail
     (again,) = rig.witnessing.round(force=True)
     assert again.status == "conflict" and "beyond" in again.detail
+
+
+def _cosignature_times(rig: Rig) -> dict[str, int]:
+    """The timestamp of each witness's cosignature on the published checkpoint."""
+    note = rig.client.get("/v1/checkpoint").data.decode()
+    _, found = cosignatures_in(note, [w.cosigner.verifier for w in rig.witnesses.values()])
+    return {f.verifier.name: f.timestamp for f in found}
+
+
+def test_an_idle_ledger_is_cosigned_again_every_refresh_interval(rig_for: Callable[..., Rig]) -> None:
+    """TESTPLAN T11: while no entry arrives, the published checkpoint's cosignatures are renewed
+    once they are ``refresh`` seconds old, so a reader can tell a live ledger from a frozen one;
+    before that, no witness is asked."""
+    clock = FixedClock(datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+    rig = rig_for(clock=clock)
+    rig.witnessing.refresh = 60.0
+    rig.witnessing.clock = lambda: clock.now().timestamp()
+    rig.grow(2)
+    assert [r.status for r in rig.witnessing.round()] == ["cosigned", "cosigned"]
+    size = rig.head_size()
+    first = _cosignature_times(rig)
+    assert set(first.values()) == {int(clock.now().timestamp())}
+
+    clock.advance(timedelta(seconds=59))
+    calls = [w.calls for w in rig.witnesses.values()]
+    assert [r.status for r in rig.witnessing.round()] == ["current", "current"]
+    assert [w.calls for w in rig.witnesses.values()] == calls
+
+    for _ in range(3):
+        clock.advance(timedelta(seconds=61))
+        results = rig.witnessing.round()
+        assert [(r.status, r.tree_size) for r in results] == [("renewed", size), ("renewed", size)]
+        times = _cosignature_times(rig)
+        assert set(times.values()) == {int(clock.now().timestamp())}, "the newest cosignature is published"
+        assert _verify_published(rig) == (size, sorted(first))
+    # The first cosignatures and every renewal are kept, append-only.
+    with rig.app.extensions["filiera"].store.read() as conn:
+        renewals = conn.execute(select(func.count()).select_from(schema.cosignature_renewals)).scalar_one()
+        firsts = conn.execute(select(func.count()).select_from(schema.cosignatures)).scalar_one()
+    assert (firsts, renewals) == (2, 6)
+    store = rig.app.extensions["filiera"].store
+    for sql in ("DELETE FROM cosignature_renewals", "UPDATE cosignature_renewals SET timestamp = timestamp + 1"):
+        with pytest.raises(DBAPIError, match="append-only"), store.write() as conn:
+            conn.exec_driver_sql(sql)
+    # Growth is cosigned as before, and the renewal clock starts again from it.
+    rig.grow(1)
+    assert [r.status for r in rig.witnessing.round()] == ["cosigned", "cosigned"]
+    assert [r.status for r in rig.witnessing.round()] == ["current", "current"]
+
+
+def test_refresh_zero_never_asks_again(rig_for: Callable[..., Rig]) -> None:
+    clock = FixedClock(datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+    rig = rig_for(clock=clock)
+    rig.witnessing.refresh = 0.0
+    rig.witnessing.clock = lambda: clock.now().timestamp()
+    rig.grow(1)
+    assert [r.status for r in rig.witnessing.round()] == ["cosigned", "cosigned"]
+    clock.advance(timedelta(days=30))
+    assert [r.status for r in rig.witnessing.round()] == ["current", "current"]
+
+
+def test_the_refresh_setting_is_checked() -> None:
+    from ledger.config import Settings
+
+    assert Settings.from_env({"FILIERA_WITNESS_REFRESH": "30"}).witness_refresh == 30.0
+    for bad in ("-1", "nan", "inf", "soon"):
+        with pytest.raises(ConfigurationError, match="FILIERA_WITNESS_REFRESH"):
+            Settings.from_env({"FILIERA_WITNESS_REFRESH": bad})

@@ -30,7 +30,7 @@ COMPARE_OPTS = {"compare_type": True, "compare_server_default": True}
 LEDGER_TABLES = {
     "entries", "blocks", "merkle_nodes", "pending", "participants", "participant_keys",
     "lots", "lot_lineage", "lot_handoffs", "handoffs", "contracts", "payments", "attestations", "entry_parties", "request_nonces",
-    "cosignatures",
+    "cosignatures", "cosignature_renewals",
     "engagement_daily",
     "fact_shipments", "fact_dwell", "fact_deliveries", "fact_contracts", "fact_payments",
     "fact_lot_traces", "fact_contract_progress",
