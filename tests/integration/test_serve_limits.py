@@ -1,7 +1,8 @@
 """TESTPLAN T8 through a real `filiera serve` (gunicorn, gthread workers): body, request line
 and header limits; a rate limit that holds across all workers; metrics summed over workers;
 JSON request logs that carry no key, signature or body; worker memory under abuse; slow clients
-that do not starve others; the run directory's life cycle.
+that do not starve others; an auditor paging at the maximum page size beside a writer; the run
+directory's life cycle.
 """
 
 from __future__ import annotations
@@ -398,3 +399,87 @@ def test_private_run_directory_is_removed_when_the_server_stops(
     assert any((run_dir / "metrics").glob("counter_*.db"))
     _stop(server.process)
     assert not run_dir.exists()
+
+
+# --- an auditor paging beside a writer -----------------------------------------------------
+
+
+def test_an_auditor_paging_at_the_maximum_page_size_keeps_up_with_a_writer(
+    ledger_env: LedgerEnv, start_server: Callable[..., Server]
+) -> None:
+    """TESTPLAN T8: while a supplier posts entries one by one, an auditor pages GET /v1/blocks at
+    the largest page size without pause. Neither is refused or starved: every entry is
+    acknowledged, every page is a contiguous, hash-linked run of blocks, and once the writer
+    stops the auditor's next page reaches the head. The lag (blocks the auditor had not read
+    yet when it looked) is printed as the figure."""
+    page_max = ledger_env.settings.page_max
+    server = start_server(
+        ledger_env.settings, workers=2, via_cli=True,
+        env={"FILIERA_RATE_LIMIT_IP": "off", "FILIERA_RATE_LIMIT_MEMBER": "off"},
+    )
+    admin = ledger_env.admin
+    done = threading.Event()
+    acknowledged: list[int] = []
+    writer_errors: list[str] = []
+
+    def writer() -> None:
+        conn = server.connection(timeout=60)
+        try:
+            for i in range(300):
+                body = json.dumps(register(admin, Member(f"paged-{i}"), ["producer"])).encode()
+                conn.request("POST", "/v1/entries", body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.status != 201:
+                    writer_errors.append(f"{resp.status} {data[:200]!r}")
+                else:
+                    acknowledged.append(json.loads(data)["index"])
+        finally:
+            conn.close()
+            done.set()
+
+    chain: list[dict[str, Any]] = []
+    pages_while_writing = 0
+    lags: list[int] = []
+    conn = server.connection(timeout=60)
+
+    def page() -> list[dict[str, Any]]:
+        path = f"/v1/blocks?from={len(chain)}&limit={page_max}"
+        # Block listings are for members: the admin here stands for the consortium's auditor.
+        conn.request("GET", path, headers=dict(sign_request("GET", f"{server.base}{path}", admin.key)))
+        resp = conn.getresponse()
+        data = resp.read()
+        assert resp.status == 200, data[:300]
+        blocks: list[dict[str, Any]] = json.loads(data)["blocks"]
+        assert len(blocks) <= page_max
+        for b in blocks:
+            assert b["header"]["height"] == len(chain), "pages are contiguous"
+            if chain:
+                assert b["header"]["prev"] == chain[-1]["hash"], "and hash-linked"
+            chain.append(b)
+        return blocks
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        while not done.is_set():
+            page()
+            pages_while_writing += 1
+            status, head = server.get_json("/v1/ledger")
+            assert status == 200
+            lags.append(int(head["height"]) + 1 - len(chain))
+        assert writer_errors == []
+        assert len(acknowledged) == 300
+        page()
+        status, head = server.get_json("/v1/ledger")
+    finally:
+        thread.join()
+        conn.close()
+    assert len(chain) == int(head["height"]) + 1, "one more page after the writer stopped reaches the head"
+    assert chain[-1]["header"]["tree_size"] == int(head["tree_size"]) == max(acknowledged) + 1
+    assert pages_while_writing >= 2, "the auditor really read while the writer wrote"
+    print(
+        f"\nT8 auditor beside a writer: {len(acknowledged)} entries in {len(chain)} blocks; "
+        f"{pages_while_writing} pages read while writing; lag when looking: max {max(lags)}, "
+        f"median {sorted(lags)[len(lags) // 2]} blocks"
+    )
