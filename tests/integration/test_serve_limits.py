@@ -483,3 +483,47 @@ def test_an_auditor_paging_at_the_maximum_page_size_keeps_up_with_a_writer(
         f"{pages_while_writing} pages read while writing; lag when looking: max {max(lags)}, "
         f"median {sorted(lags)[len(lags) // 2]} blocks"
     )
+
+
+# --- replay across workers -----------------------------------------------------------------
+
+
+def test_a_hundred_concurrent_copies_over_every_worker_make_one_leaf(
+    ledger_env: LedgerEnv, start_server: Callable[..., Server]
+) -> None:
+    """TESTPLAN T5: the same entry posted 100 times at once, each on its own connection, spread
+    over 3 workers: one leaf; every answer is 201 (the one that sealed it) or 200 (already
+    present) with the same id, index and leaf hash."""
+    server = start_server(
+        ledger_env.settings, workers=3, via_cli=True,
+        # DEBUG logs a request line per request, naming the worker's pid (see _pids).
+        env={"FILIERA_RATE_LIMIT_IP": "off", "FILIERA_RATE_LIMIT_MEMBER": "off", "FILIERA_LOG_LEVEL": "DEBUG"},
+    )
+    _warm_up(server, workers=3)
+    status, before = server.get_json("/v1/ledger")
+    assert status == 200
+    body = json.dumps(register(ledger_env.admin, Member("copied"), ["producer"])).encode()
+
+    def one(start: threading.Barrier) -> tuple[int, dict[str, Any]]:
+        conn = server.connection(timeout=120)
+        start.wait()
+        try:
+            conn.request("POST", "/v1/entries", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
+    start = threading.Barrier(100)
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        answers = list(pool.map(lambda _: one(start), range(100)))
+    statuses = sorted(s for s, _ in answers)
+    assert set(statuses) <= {200, 201}, statuses
+    assert statuses.count(201) >= 1
+    assert {(a["id"], a["index"], a["leaf_hash"]) for _, a in answers} == {
+        (answers[0][1]["id"], int(before["tree_size"]), answers[0][1]["leaf_hash"])
+    }
+    status, after = server.get_json("/v1/ledger")
+    assert int(after["tree_size"]) == int(before["tree_size"]) + 1
+    assert len(_pids(server, "/v1/entries")) >= 2, "the copies reached more than one worker"
+    print(f"\nT5 100 concurrent copies over 3 workers: 1 leaf; answers {statuses.count(201)} x 201, {statuses.count(200)} x 200")
