@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -568,6 +569,89 @@ def test_verify_names_the_tampered_place(ledger: Ledger, case: str) -> None:
     assert (out["ok"], out["code"]) == (False, "chain_broken")
     assert {"reason", "height", "index", "entry", "detail"} <= set(out)
     assert out["reason"] in REASONS
+    assert {k: out.get(k) for k in expected} == expected, out["detail"]
+
+
+# --- a log value of another storage class, or none --------------------------------------------
+# SQLite stores any value in any column: a byte flip in the file or an SQL edit can leave a
+# hash NULL, a BLOB where text is kept, TEXT where a BLOB is kept, or a value one byte short.
+# Each must be named like any other edit of that column, never crash verify.
+
+# case -> (table, column, the row, what verify must report)
+ColumnCase = tuple[str, str, str, Callable[[Ledger], Expected]]
+COLUMN_CASES: dict[str, ColumnCase] = {
+    "merkle-leaf-node-hash": ("merkle_nodes", "hash", "level = 0 AND idx = 7", lambda led: at(led, 7, "merkle_node", node=[0, 7])),
+    "merkle-inner-node-hash": ("merkle_nodes", "hash", "level = 3 AND idx = 1", lambda led: at(led, 15, "merkle_node", node=[3, 1])),
+    "entry-leaf-hash": ("entries", "leaf_hash", "idx = 15", lambda led: at(led, 15, "leaf_hash")),
+    "block-hash": ("blocks", "hash", "height = 3", lambda led: at_block(3, "block_hash")),
+    "block-prev": ("blocks", "prev", "height = 5", lambda led: at_block(5, "header")),
+    "block-root": ("blocks", "root", "height = 4", lambda led: at_block(4, "header")),
+    "block-signature": ("blocks", "signature", "height = 1", lambda led: at_block(1, "block_signature")),
+    "block-checkpoint": ("blocks", "checkpoint", "height = 3", lambda led: at_block(3, "checkpoint")),
+    "genesis-block-checkpoint": ("blocks", "checkpoint", "height = 0", lambda led: at_block(0, "checkpoint")),
+    "member-public-key": (
+        "participant_keys", "public_key", "participant = 'm05'",
+        lambda led: {"reason": "projection", "height": None, "index": None, "entry": None, "key_id": led.members["m05"].key_id, "field": "public_key"},
+    ),
+}
+BINARY = {("merkle_nodes", "hash")}
+
+
+def _bad_value(dialect: str, table: str, column: str, variant: str) -> str | None:
+    """The SQL expression that replaces ``column``; None where the backend cannot store it."""
+    binary = (table, column) in BINARY
+    if variant == "null":
+        return "NULL"
+    if variant == "other-type":
+        # The same content in the other storage class: the hash as hex text, the text as a
+        # BLOB of its bytes. PostgreSQL's typed columns cannot hold either.
+        if dialect != "sqlite":
+            return None
+        return f"lower(hex({column}))" if binary else f"CAST({column} AS BLOB)"
+    assert variant == "one-byte-short"
+    if binary:
+        return f"substr({column}, 1, 31)" if dialect == "sqlite" else f"substring({column} from 1 for 31)"
+    return f"substr({column}, 1, length({column}) - 1)"
+
+
+def _allow_null(url: str, table: str, column: str) -> None:
+    """Take NOT NULL off one column, as a byte flip that turns a value into NULL goes past it:
+    on SQLite by editing the schema's text (as a hex editor could), on PostgreSQL by ALTER."""
+    if not url.startswith("sqlite"):
+        with tampered(url) as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL")
+        return
+    db = sqlite3.connect(url.split("///", 1)[1])
+    try:
+        (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+        new = re.sub(rf"(\n\t{column} [A-Z]+(\(\d+\))?) NOT NULL", r"\1", sql)
+        assert new != sql, sql
+        (version,) = db.execute("PRAGMA schema_version").fetchone()
+        db.execute("PRAGMA writable_schema = ON")
+        db.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?", (new, table))
+        db.execute(f"PRAGMA schema_version = {version + 1}")
+        db.commit()
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("variant", ["null", "other-type", "one-byte-short"])
+@pytest.mark.parametrize("case", list(COLUMN_CASES), ids=list(COLUMN_CASES))
+def test_a_log_value_of_another_type_is_named(ledger: Ledger, case: str, variant: str) -> None:
+    table, column, where, expect = COLUMN_CASES[case]
+    url = ledger.copy()
+    value = _bad_value(ledger.dbs.backend, table, column, variant)
+    if value is None:
+        pytest.skip(f"{ledger.dbs.backend} cannot store a value of another type in {table}.{column}")
+    if variant == "null":
+        _allow_null(url, table, column)
+    with tampered(url) as conn:
+        assert conn.exec_driver_sql(f"UPDATE {table} SET {column} = {value} WHERE {where}").rowcount == 1
+    code, out = verify(ledger, url)
+    assert code == 1, out
+    assert (out["ok"], out["code"]) == (False, "chain_broken")
+    assert out["reason"] in REASONS
+    expected = expect(ledger)
     assert {k: out.get(k) for k in expected} == expected, out["detail"]
 
 
