@@ -21,20 +21,18 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, text
 
 from api.cli import init_ledger
 from ledger import jcs
 from ledger.blocks import BlockHeader
-from ledger.config import Settings, normalise_database_url
 from ledger.encoding import format_time, parse_time
 from ledger.entries import parse_envelope, sign_payload
 from ledger.errors import InvalidProof
@@ -42,12 +40,11 @@ from ledger.keys import SigningKey, read_key_file
 from ledger.merkle import verify_consistency
 from ledger.notes import verify_checkpoint, verifier_for
 from ledger.sealing import Sealer
-from ledger.storage.schema import LOG_TABLES
 from ledger.storage.store import Store
 from ledger.verify import REASONS
 
-from ..conftest import _pg_admin_engine
 from ..factories import ORIGIN, Member, envelope, key_add, key_revoke, payload, register
+from ..tampering import clone, connect, copy_sqlite, ledger_settings, sqlite_path, tampered
 from .conftest import ModuleDbs, on, run
 
 TABLES = ("entries", "blocks", "merkle_nodes", "participants", "participant_keys", "pending")
@@ -79,31 +76,11 @@ class Ledger:
     def copy(self) -> str:
         """A new database holding the same rows (schema from the migrations, triggers on)."""
         self.copies += 1
-        url = self.dbs.new(f"copy{self.copies}")
-        if self.dbs.backend == "sqlite":
-            with sqlite3.connect(self.url.split("///", 1)[1]) as src, sqlite3.connect(url.split("///", 1)[1]) as dst:
-                src.backup(dst)
-            src.close()
-            dst.close()
-            return url
-        assert run([*on(self.data, url), "migrate"]).exit_code == 0
-        new, old = self.dbs.schema(url), self.dbs.schema(self.url)
-        engine = _pg_admin_engine()
-        try:
-            with engine.connect() as conn:
-                for table in TABLES:
-                    conn.exec_driver_sql(f"INSERT INTO {new}.{table} SELECT * FROM {old}.{table}")
-        finally:
-            engine.dispose()
-        return url
+        return clone(self.dbs, self.url, f"copy{self.copies}", TABLES)
 
     def checkpoint_file(self, height: int, path: Path) -> Path:
         path.write_text(self.checkpoints[height], encoding="utf-8")
         return path
-
-
-def _settings(data: Path, url: str) -> Settings:
-    return Settings.from_env({}, data_dir=data, ledger_key_file=data / "ledger.key", database_url=url, seal_interval=0.0)
 
 
 def _seal(sealer: Sealer, envelopes: list[dict[str, Any]]) -> None:
@@ -115,7 +92,7 @@ def _seal(sealer: Sealer, envelopes: list[dict[str, Any]]) -> None:
 def ledger(module_dbs: ModuleDbs, tmp_path_factory: pytest.TempPathFactory) -> Ledger:
     data = tmp_path_factory.mktemp("tamper") / "data"
     url = module_dbs.new("source")
-    settings = _settings(data, url)
+    settings = ledger_settings(data, url)
     init_ledger(settings, origin=ORIGIN, admin="admin", admin_name="Consortium admin")
     admin = Member("admin", read_key_file(data / "admin.key").signing_key)
     ledger_key = read_key_file(data / "ledger.key").signing_key
@@ -134,7 +111,7 @@ def ledger(module_dbs: ModuleDbs, tmp_path_factory: pytest.TempPathFactory) -> L
     finally:
         store.dispose()
     led = Ledger(module_dbs, url, data, ledger_key, admin, members, first_keys)
-    with _connect(url) as conn:
+    with connect(url) as conn:
         for r in conn.execute(text("SELECT idx, id, leaf_data, height FROM entries")):
             led.rows[r.idx] = Row(r.id, r.leaf_data, r.height)
         for b in conn.execute(text("SELECT height, first_index, tree_size, checkpoint FROM blocks ORDER BY height")):
@@ -143,29 +120,6 @@ def ledger(module_dbs: ModuleDbs, tmp_path_factory: pytest.TempPathFactory) -> L
     assert sorted(led.rows) == list(range(31))
     assert sorted(led.checkpoints) == list(range(7))
     return led
-
-
-@contextmanager
-def _connect(url: str) -> Iterator[Connection]:
-    engine = create_engine(normalise_database_url(url))
-    try:
-        with engine.begin() as conn:
-            yield conn
-    finally:
-        engine.dispose()
-
-
-@contextmanager
-def tampered(url: str) -> Iterator[Connection]:
-    """A transaction on a copy with the append-only triggers gone."""
-    with _connect(url) as conn:
-        if conn.dialect.name == "sqlite":
-            for (name,) in list(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")):
-                conn.exec_driver_sql(f"DROP TRIGGER {name}")
-        else:
-            for table in LOG_TABLES:
-                conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
-        yield conn
 
 
 def verify(led: Ledger, url: str, *extra: str) -> tuple[int, dict[str, Any]]:
@@ -621,7 +575,7 @@ def _allow_null(url: str, table: str, column: str) -> None:
         with tampered(url) as conn:
             conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL")
         return
-    db = sqlite3.connect(url.split("///", 1)[1])
+    db = sqlite3.connect(sqlite_path(url))
     try:
         (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
         new = re.sub(rf"(\n\t{column} [A-Z]+(\(\d+\))?) NOT NULL", r"\1", sql)
@@ -703,7 +657,7 @@ def test_rewritten_tail_is_a_fork_against_a_saved_checkpoint(ledger: Ledger, tmp
     saved = ledger.checkpoint_file(6, tmp_path / "saved.txt")
     url = _cut_tail(ledger)
     # Whoever holds the ledger key seals other entries in place of block 6, and more.
-    store = Store.open(_settings(ledger.data, url))
+    store = Store.open(ledger_settings(ledger.data, url))
     try:
         _seal(Sealer(store, signing_key=ledger.ledger_key), [register(ledger.admin, Member(f"x{i}"), ["buyer"]) for i in range(6)])
     finally:
@@ -719,7 +673,7 @@ def test_rewritten_tail_is_a_fork_against_a_saved_checkpoint(ledger: Ledger, tmp
 def test_trusted_checkpoint_of_another_ledger_is_refused(ledger: Ledger, tmp_path: Path) -> None:
     other = tmp_path / "other"
     url = ledger.dbs.new("other")
-    init_ledger(_settings(other, url), origin=ORIGIN, admin="admin", admin_name="Other admin")
+    init_ledger(ledger_settings(other, url), origin=ORIGIN, admin="admin", admin_name="Other admin")
     code, out = verify(ledger, url, "--save-checkpoint", str(tmp_path / "other.txt"))
     assert code == 0
     code, out = verify(ledger, ledger.url, "--trusted-checkpoint", str(tmp_path / "other.txt"))
@@ -755,10 +709,7 @@ def test_damaged_sqlite_file_is_a_failed_verification(tmp_path: Path) -> None:
     data, url = tmp_path / "data", f"sqlite:///{tmp_path / 'f.db'}"
     assert run([*on(data, url), "demo"]).exit_code == 0
     damaged = tmp_path / "damaged.db"
-    with sqlite3.connect(tmp_path / "f.db") as src, sqlite3.connect(damaged) as dst:
-        src.backup(dst)
-    src.close()
-    dst.close()
+    copy_sqlite(tmp_path / "f.db", damaged)
     raw = bytearray(damaged.read_bytes())
     page = 4096
     assert len(raw) > 3 * page
