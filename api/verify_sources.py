@@ -125,11 +125,13 @@ def db_source(settings: Settings) -> ChainSource:
                         break
                     for b in page:
                         rows = store.entries_range(conn, b.first_index, b.tree_size)
+                        # Every block in the database has a checkpoint: a NULL one is no
+                        # reason to skip checking it (StoredBlock.checkpoint None does).
                         yield StoredBlock(
                             header=b.header_json(origin),
-                            hash=b.hash,
-                            signature=b.signature,
-                            checkpoint=b.checkpoint,
+                            hash=_text(b.hash),
+                            signature=_text(b.signature),
+                            checkpoint=_text(b.checkpoint),
                             leaves=[_stored_leaf(r) for r in rows],
                         )
                         size = b.tree_size
@@ -223,6 +225,12 @@ def db_source(settings: Settings) -> ChainSource:
     return ChainSource(gen, total, node_check, state_check, close, on_block=facts.on_block)
 
 
+def _text(value: object) -> str:
+    """A text column's value, or a text that no check accepts for a value of another storage
+    class (a NULL, a number, a blob), which a damaged SQLite file can hold in any column."""
+    return value if isinstance(value, str) else repr(value)
+
+
 def _stored_leaf(r: Any) -> StoredLeaf:
     """One entries row as verify_chain sees it.
 
@@ -231,13 +239,10 @@ def _stored_leaf(r: Any) -> StoredLeaf:
     when it reads the same (a blob of the leaf's bytes): verify_chain then names the entry, in
     log order, rather than this reader crashing or the damage going unseen.
     """
-    def text_or_repr(value: object) -> str:
-        return value if isinstance(value, str) else repr(value)
-
     return StoredLeaf(
         r.idx if type(r.idx) is int else -1,
-        text_or_repr(r.id),
-        text_or_repr(r.leaf_hash),
+        _text(r.id),
+        _text(r.leaf_hash),
         r.leaf_data.encode("utf-8") if isinstance(r.leaf_data, str) else b"",
         columns={"height": r.height, "type": r.type, "author": r.author, "nonce": r.nonce},
     )
@@ -252,7 +257,9 @@ def _origin(from_genesis: str, block0: BlockRow | None) -> str:
     """
     if block0 is None:
         return from_genesis
-    for candidate in (from_genesis, block0.checkpoint.split("\n", 1)[0]):
+    # A checkpoint of another storage class names no origin (verify_chain then names it).
+    from_checkpoint = block0.checkpoint.split("\n", 1)[0] if isinstance(block0.checkpoint, str) else ""
+    for candidate in (from_genesis, from_checkpoint):
         if candidate and hashlib.sha256(jcs.canonicalize(block0.header_json(candidate))).hexdigest() == block0.hash:
             return candidate
     return from_genesis

@@ -13,7 +13,7 @@ from typing import Any, NewType
 
 from . import jcs
 from .encoding import b64, unb64, unhex32
-from .errors import ChainBroken, InvalidField, InvalidSignature, MissingField, UnknownField
+from .errors import ChainBroken, InvalidField, InvalidSignature, InvalidSignatureEncoding, MissingField, UnknownField
 from .keys import SigningKey, unsafe_verify
 
 __all__ = [
@@ -109,11 +109,12 @@ def sign_block(header: BlockHeader, key: SigningKey) -> bytes:
 
 
 def verify_block_signature(header: BlockHeader, signature: bytes | str, public_key: bytes) -> None:
-    """Raises ChainBroken if ``signature`` is not the ledger's signature over ``header``."""
+    """Raises ChainBroken if ``signature`` is not the ledger's signature over ``header``
+    (including raw bytes that are not 64 long)."""
     try:
         raw = signature if isinstance(signature, bytes) else unb64(signature, field="signature", length=64)
         unsafe_verify(public_key, _message(header), raw)
-    except (InvalidSignature, InvalidField) as exc:
+    except (InvalidSignature, InvalidSignatureEncoding, InvalidField) as exc:
         raise ChainBroken(
             f"block {header.height}: the ledger signature does not verify",
             height=header.height,

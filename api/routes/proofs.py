@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from ledger.errors import CheckpointNotWitnessed, EntryNotFound, InvalidProofRequest, NotInitialised
+from flask import Blueprint, Response, jsonify
+from sqlalchemy import Connection
+
+from ledger.errors import CheckpointNotWitnessed, EntryNotFound, InvalidProofRequest, LedgerError, NotInitialised
 from ledger.merkle import Frontier, build_proof, consistency_plan, fold, inclusion_plan, plan_nodes
 from ledger.notes import Checkpoint, TlogProof, split_note
+from ledger.storage.store import EntryRow, Store
 from ledger.witnessing import published_checkpoint
 
 from ..openapi import TEXT, operation
@@ -22,6 +27,36 @@ from ..services import load_query, services
 bp = Blueprint("proofs", __name__)
 
 
+def _require_id_or_index(args: Mapping[str, Any]) -> None:
+    """Raises InvalidProofRequest unless the query names the entry by exactly one of them."""
+    if ("id" in args) == ("index" in args):
+        raise InvalidProofRequest("give exactly one of id and index")
+
+
+def _entry(
+    store: Store,
+    conn: Connection,
+    args: Mapping[str, Any],
+    *,
+    no_index: Callable[[int], LedgerError],
+) -> EntryRow:
+    """The sealed entry the query names by ``id`` or ``index``.
+
+    Raises EntryNotFound for an unknown id, and ``no_index(index)`` for an index with no
+    entry: the inclusion route calls that a bad request (past the tree), the tlog route a
+    missing entry.
+    """
+    if "id" in args:
+        entry = store.entry_by_id(conn, args["id"])
+        if entry is None:
+            raise EntryNotFound(f"no sealed entry {args['id']}", entry=args["id"])
+        return entry
+    entry = store.entry_by_index(conn, args["index"])
+    if entry is None:
+        raise no_index(args["index"])
+    return entry
+
+
 @bp.get("/v1/proofs/inclusion")
 @operation(
     summary="Inclusion proof of an entry",
@@ -34,8 +69,7 @@ def inclusion() -> Response:
     """By ``id`` or ``index``, in the tree of ``tree_size`` (default: the current size).
     ``root`` is the tree hash at that size, for convenience: trust a signed checkpoint's."""
     args = load_query(InclusionQuerySchema, InvalidProofRequest)
-    if ("id" in args) == ("index" in args):
-        raise InvalidProofRequest("give exactly one of id and index")
+    _require_id_or_index(args)
     svc = services()
     with svc.store.read() as conn:
         head = svc.store.head(conn)
@@ -47,17 +81,15 @@ def inclusion() -> Response:
                 f"tree_size {size} is beyond the current tree size {head.tree_size}",
                 tree_size=head.tree_size,
             )
-        if "id" in args:
-            entry = svc.store.entry_by_id(conn, args["id"])
-            if entry is None:
-                raise EntryNotFound(f"no sealed entry {args['id']}", entry=args["id"])
-        else:
-            entry = svc.store.entry_by_index(conn, args["index"])
-            if entry is None:
-                raise InvalidProofRequest(
-                    f"index {args['index']} is beyond the current tree size {head.tree_size}",
-                    tree_size=head.tree_size,
-                )
+        entry = _entry(
+            svc.store,
+            conn,
+            args,
+            no_index=lambda index: InvalidProofRequest(
+                f"index {index} is beyond the current tree size {head.tree_size}",
+                tree_size=head.tree_size,
+            ),
+        )
         if entry.idx >= size:
             raise InvalidProofRequest(
                 f"entry {entry.idx} is not in the tree of size {size}", index=entry.idx
@@ -125,20 +157,17 @@ def tlog_proof() -> Response:
     each other quickly; this one is against a checkpoint they did cosign. 503
     ``checkpoint_not_witnessed`` while the entry is newer than that checkpoint."""
     args = load_query(TlogProofQuerySchema, InvalidProofRequest)
-    if ("id" in args) == ("index" in args):
-        raise InvalidProofRequest("give exactly one of id and index")
+    _require_id_or_index(args)
     svc = services()
     note = published_checkpoint(svc.store, svc.witness_policy)
     size = Checkpoint.parse_body(split_note(note)[0]).tree_size
     with svc.store.read() as conn:
-        if "id" in args:
-            entry = svc.store.entry_by_id(conn, args["id"])
-            if entry is None:
-                raise EntryNotFound(f"no sealed entry {args['id']}", entry=args["id"])
-        else:
-            entry = svc.store.entry_by_index(conn, args["index"])
-            if entry is None:
-                raise EntryNotFound(f"no sealed entry at index {args['index']}", index=args["index"])
+        entry = _entry(
+            svc.store,
+            conn,
+            args,
+            no_index=lambda index: EntryNotFound(f"no sealed entry at index {index}", index=index),
+        )
         if entry.idx >= size:
             raise CheckpointNotWitnessed(
                 f"entry {entry.idx} is newer than the published checkpoint (size {size}); "

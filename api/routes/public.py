@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -36,7 +36,7 @@ from ledger.storage.stories import read_view
 from ledger.storage.store import Store
 from ledger.story import ProvenanceView
 
-from ..openapi import HTML, PNG, SVG, operation
+from ..openapi import F, HTML, PNG, SVG, operation
 from ..problems import status_for
 from ..services import services
 
@@ -66,6 +66,12 @@ _PATH = {"lot": "string"}
 # points of sale (General Specifications §5.12.3.1).
 _SVG_MODULE_MM = 0.5
 _PNG_SCALE, _PNG_DPI = 12, 600
+
+
+def _public(summary: str, *, body: str = HTML, path: Mapping[str, str] = _PATH) -> Callable[[F], F]:
+    """The OpenAPI operation of a public page or image: ``body`` on success, and an HTML page
+    for a lot that is not here (404) or a database that cannot answer (503)."""
+    return operation(summary=summary, tag="public", responses={200: body, 404: HTML, 503: HTML}, path=path, errors=(404,))
 
 
 class PageNotFound(Exception):
@@ -122,13 +128,7 @@ def _database_unavailable(exc: OperationalError) -> tuple[str, int, dict[str, st
 
 
 @bp.get("/p/<path:lot>")
-@operation(
-    summary="Public product page of a lot (HTML)",
-    tag="public",
-    responses={200: HTML, 404: HTML, 503: HTML},
-    path=_PATH,
-    errors=(404,),
-)
+@_public("Public product page of a lot (HTML)")
 def page(lot: str) -> Response:
     """The lot's public provenance as an accessible HTML page for shoppers: origin and
     producer, claims and who attested them, the journey, and a "verified against checkpoint N"
@@ -138,13 +138,7 @@ def page(lot: str) -> Response:
 
 
 @bp.get("/01/<gtin>/10/<path:lot>")
-@operation(
-    summary="GS1 Digital Link to a lot's public product page (HTML)",
-    tag="public",
-    responses={200: HTML, 404: HTML, 503: HTML},
-    path={"gtin": "string", **_PATH},
-    errors=(404,),
-)
+@_public("GS1 Digital Link to a lot's public product page (HTML)", path={"gtin": "string", **_PATH})
 def digital_link(gtin: str, lot: str) -> Response:
     """The product page for GS1 Digital Link URI ``/01/{gtin}/10/{lot}`` (GTIN, then batch or
     lot): the GTIN must have a valid check digit and, when the lot's product carries a GTIN
@@ -155,13 +149,7 @@ def digital_link(gtin: str, lot: str) -> Response:
 
 
 @bp.get("/p/<path:lot>/qr.svg")
-@operation(
-    summary="QR code of a lot's label (SVG, 0.5 mm modules)",
-    tag="public",
-    responses={200: SVG, 404: HTML, 503: HTML},
-    path=_PATH,
-    errors=(404,),
-)
+@_public("QR code of a lot's label (SVG, 0.5 mm modules)", body=SVG)
 def qr_svg(lot: str) -> Response:
     """A QR code for printing on the lot's label: it encodes the GS1 Digital Link URL when
     the lot's product carries a GTIN (and the lot id fits GS1's batch/lot field), the
@@ -173,13 +161,7 @@ def qr_svg(lot: str) -> Response:
 
 
 @bp.get("/p/<path:lot>/qr.png")
-@operation(
-    summary="QR code of a lot's label (PNG, 600 dpi)",
-    tag="public",
-    responses={200: PNG, 404: HTML, 503: HTML},
-    path=_PATH,
-    errors=(404,),
-)
+@_public("QR code of a lot's label (PNG, 600 dpi)", body=PNG)
 def qr_png(lot: str) -> Response:
     """The same QR code as ``qr.svg``, as a PNG of 12-pixel modules marked 600 dpi."""
     out = io.BytesIO()

@@ -449,7 +449,13 @@ class Store:
         return conn.execute(_ENTRY_EXISTS, {"id": entry_id}).first() is not None
 
     def nodes(self, conn: Connection, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
-        """The stored hashes of the named perfect subtrees (a handful per proof)."""
+        """The stored hashes of the named perfect subtrees (a handful per proof).
+
+        A stored value that is not binary (NULL, or text or a number, which a damaged SQLite
+        file can hold in any column) is left out, as if the node were missing: callers name
+        or refuse a missing node, and ``bytes()`` of such a value would raise TypeError (or,
+        of a large number, allocate that many bytes).
+        """
         wanted = sorted(set(ids))
         found: dict[NodeId, bytes] = {}
         for i in range(0, len(wanted), 200):
@@ -458,7 +464,8 @@ class Store:
             for j, (lv, ix) in enumerate(chunk):
                 params[f"l{j}"], params[f"i{j}"] = lv, ix
             for r in conn.execute(_nodes_query(len(chunk)), params):
-                found[(r.level, r.idx)] = bytes(r.hash)
+                if isinstance(r.hash, (bytes, bytearray, memoryview)):
+                    found[(r.level, r.idx)] = bytes(r.hash)
         return found
 
     def participant(self, conn: Connection, participant_id: str) -> ParticipantRecord | None:

@@ -250,6 +250,10 @@ def test_tlog_proof_without_witnesses_is_against_the_head(client: FlaskClient, l
     vkey = verifier_for(ORIGIN, ledger_env.ledger_key.public_key.raw)
     leaf = client.get("/v1/proofs/inclusion?index=1", unsigned=True).json["leaf_hash"]
     assert proof.verify(leaf_hash=bytes.fromhex(leaf), verifier=vkey, origin=ORIGIN).tree_size == 2
+    # An index with no entry is a missing entry here (the inclusion proof calls it a bad request).
+    missing = client.get("/v1/proofs/tlog?index=2", unsigned=True)
+    assert (missing.status_code, missing.json["code"], missing.json["index"]) == (404, "entry_not_found", 2)
+    assert client.get("/v1/proofs/inclusion?index=2", unsigned=True).json["code"] == "invalid_proof_request"
 
 
 def test_ingest_never_waits_for_a_witness(rig_for: Callable[..., Rig]) -> None:

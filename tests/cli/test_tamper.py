@@ -19,21 +19,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, text
 
 from api.cli import init_ledger
 from ledger import jcs
 from ledger.blocks import BlockHeader
-from ledger.config import Settings, normalise_database_url
 from ledger.encoding import format_time, parse_time
 from ledger.entries import parse_envelope, sign_payload
 from ledger.errors import InvalidProof
@@ -41,12 +40,11 @@ from ledger.keys import SigningKey, read_key_file
 from ledger.merkle import verify_consistency
 from ledger.notes import verify_checkpoint, verifier_for
 from ledger.sealing import Sealer
-from ledger.storage.schema import LOG_TABLES
 from ledger.storage.store import Store
 from ledger.verify import REASONS
 
-from ..conftest import _pg_admin_engine
 from ..factories import ORIGIN, Member, envelope, key_add, key_revoke, payload, register
+from ..tampering import clone, connect, copy_sqlite, ledger_settings, sqlite_path, tampered
 from .conftest import ModuleDbs, on, run
 
 TABLES = ("entries", "blocks", "merkle_nodes", "participants", "participant_keys", "pending")
@@ -78,31 +76,11 @@ class Ledger:
     def copy(self) -> str:
         """A new database holding the same rows (schema from the migrations, triggers on)."""
         self.copies += 1
-        url = self.dbs.new(f"copy{self.copies}")
-        if self.dbs.backend == "sqlite":
-            with sqlite3.connect(self.url.split("///", 1)[1]) as src, sqlite3.connect(url.split("///", 1)[1]) as dst:
-                src.backup(dst)
-            src.close()
-            dst.close()
-            return url
-        assert run([*on(self.data, url), "migrate"]).exit_code == 0
-        new, old = self.dbs.schema(url), self.dbs.schema(self.url)
-        engine = _pg_admin_engine()
-        try:
-            with engine.connect() as conn:
-                for table in TABLES:
-                    conn.exec_driver_sql(f"INSERT INTO {new}.{table} SELECT * FROM {old}.{table}")
-        finally:
-            engine.dispose()
-        return url
+        return clone(self.dbs, self.url, f"copy{self.copies}", TABLES)
 
     def checkpoint_file(self, height: int, path: Path) -> Path:
         path.write_text(self.checkpoints[height], encoding="utf-8")
         return path
-
-
-def _settings(data: Path, url: str) -> Settings:
-    return Settings.from_env({}, data_dir=data, ledger_key_file=data / "ledger.key", database_url=url, seal_interval=0.0)
 
 
 def _seal(sealer: Sealer, envelopes: list[dict[str, Any]]) -> None:
@@ -114,7 +92,7 @@ def _seal(sealer: Sealer, envelopes: list[dict[str, Any]]) -> None:
 def ledger(module_dbs: ModuleDbs, tmp_path_factory: pytest.TempPathFactory) -> Ledger:
     data = tmp_path_factory.mktemp("tamper") / "data"
     url = module_dbs.new("source")
-    settings = _settings(data, url)
+    settings = ledger_settings(data, url)
     init_ledger(settings, origin=ORIGIN, admin="admin", admin_name="Consortium admin")
     admin = Member("admin", read_key_file(data / "admin.key").signing_key)
     ledger_key = read_key_file(data / "ledger.key").signing_key
@@ -133,7 +111,7 @@ def ledger(module_dbs: ModuleDbs, tmp_path_factory: pytest.TempPathFactory) -> L
     finally:
         store.dispose()
     led = Ledger(module_dbs, url, data, ledger_key, admin, members, first_keys)
-    with _connect(url) as conn:
+    with connect(url) as conn:
         for r in conn.execute(text("SELECT idx, id, leaf_data, height FROM entries")):
             led.rows[r.idx] = Row(r.id, r.leaf_data, r.height)
         for b in conn.execute(text("SELECT height, first_index, tree_size, checkpoint FROM blocks ORDER BY height")):
@@ -142,29 +120,6 @@ def ledger(module_dbs: ModuleDbs, tmp_path_factory: pytest.TempPathFactory) -> L
     assert sorted(led.rows) == list(range(31))
     assert sorted(led.checkpoints) == list(range(7))
     return led
-
-
-@contextmanager
-def _connect(url: str) -> Iterator[Connection]:
-    engine = create_engine(normalise_database_url(url))
-    try:
-        with engine.begin() as conn:
-            yield conn
-    finally:
-        engine.dispose()
-
-
-@contextmanager
-def tampered(url: str) -> Iterator[Connection]:
-    """A transaction on a copy with the append-only triggers gone."""
-    with _connect(url) as conn:
-        if conn.dialect.name == "sqlite":
-            for (name,) in list(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")):
-                conn.exec_driver_sql(f"DROP TRIGGER {name}")
-        else:
-            for table in LOG_TABLES:
-                conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
-        yield conn
 
 
 def verify(led: Ledger, url: str, *extra: str) -> tuple[int, dict[str, Any]]:
@@ -571,6 +526,89 @@ def test_verify_names_the_tampered_place(ledger: Ledger, case: str) -> None:
     assert {k: out.get(k) for k in expected} == expected, out["detail"]
 
 
+# --- a log value of another storage class, or none --------------------------------------------
+# SQLite stores any value in any column: a byte flip in the file or an SQL edit can leave a
+# hash NULL, a BLOB where text is kept, TEXT where a BLOB is kept, or a value one byte short.
+# Each must be named like any other edit of that column, never crash verify.
+
+# case -> (table, column, the row, what verify must report)
+ColumnCase = tuple[str, str, str, Callable[[Ledger], Expected]]
+COLUMN_CASES: dict[str, ColumnCase] = {
+    "merkle-leaf-node-hash": ("merkle_nodes", "hash", "level = 0 AND idx = 7", lambda led: at(led, 7, "merkle_node", node=[0, 7])),
+    "merkle-inner-node-hash": ("merkle_nodes", "hash", "level = 3 AND idx = 1", lambda led: at(led, 15, "merkle_node", node=[3, 1])),
+    "entry-leaf-hash": ("entries", "leaf_hash", "idx = 15", lambda led: at(led, 15, "leaf_hash")),
+    "block-hash": ("blocks", "hash", "height = 3", lambda led: at_block(3, "block_hash")),
+    "block-prev": ("blocks", "prev", "height = 5", lambda led: at_block(5, "header")),
+    "block-root": ("blocks", "root", "height = 4", lambda led: at_block(4, "header")),
+    "block-signature": ("blocks", "signature", "height = 1", lambda led: at_block(1, "block_signature")),
+    "block-checkpoint": ("blocks", "checkpoint", "height = 3", lambda led: at_block(3, "checkpoint")),
+    "genesis-block-checkpoint": ("blocks", "checkpoint", "height = 0", lambda led: at_block(0, "checkpoint")),
+    "member-public-key": (
+        "participant_keys", "public_key", "participant = 'm05'",
+        lambda led: {"reason": "projection", "height": None, "index": None, "entry": None, "key_id": led.members["m05"].key_id, "field": "public_key"},
+    ),
+}
+BINARY = {("merkle_nodes", "hash")}
+
+
+def _bad_value(dialect: str, table: str, column: str, variant: str) -> str | None:
+    """The SQL expression that replaces ``column``; None where the backend cannot store it."""
+    binary = (table, column) in BINARY
+    if variant == "null":
+        return "NULL"
+    if variant == "other-type":
+        # The same content in the other storage class: the hash as hex text, the text as a
+        # BLOB of its bytes. PostgreSQL's typed columns cannot hold either.
+        if dialect != "sqlite":
+            return None
+        return f"lower(hex({column}))" if binary else f"CAST({column} AS BLOB)"
+    assert variant == "one-byte-short"
+    if binary:
+        return f"substr({column}, 1, 31)" if dialect == "sqlite" else f"substring({column} from 1 for 31)"
+    return f"substr({column}, 1, length({column}) - 1)"
+
+
+def _allow_null(url: str, table: str, column: str) -> None:
+    """Take NOT NULL off one column, as a byte flip that turns a value into NULL goes past it:
+    on SQLite by editing the schema's text (as a hex editor could), on PostgreSQL by ALTER."""
+    if not url.startswith("sqlite"):
+        with tampered(url) as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL")
+        return
+    db = sqlite3.connect(sqlite_path(url))
+    try:
+        (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+        new = re.sub(rf"(\n\t{column} [A-Z]+(\(\d+\))?) NOT NULL", r"\1", sql)
+        assert new != sql, sql
+        (version,) = db.execute("PRAGMA schema_version").fetchone()
+        db.execute("PRAGMA writable_schema = ON")
+        db.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?", (new, table))
+        db.execute(f"PRAGMA schema_version = {version + 1}")
+        db.commit()
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("variant", ["null", "other-type", "one-byte-short"])
+@pytest.mark.parametrize("case", list(COLUMN_CASES), ids=list(COLUMN_CASES))
+def test_a_log_value_of_another_type_is_named(ledger: Ledger, case: str, variant: str) -> None:
+    table, column, where, expect = COLUMN_CASES[case]
+    url = ledger.copy()
+    value = _bad_value(ledger.dbs.backend, table, column, variant)
+    if value is None:
+        pytest.skip(f"{ledger.dbs.backend} cannot store a value of another type in {table}.{column}")
+    if variant == "null":
+        _allow_null(url, table, column)
+    with tampered(url) as conn:
+        assert conn.exec_driver_sql(f"UPDATE {table} SET {column} = {value} WHERE {where}").rowcount == 1
+    code, out = verify(ledger, url)
+    assert code == 1, out
+    assert (out["ok"], out["code"]) == (False, "chain_broken")
+    assert out["reason"] in REASONS
+    expected = expect(ledger)
+    assert {k: out.get(k) for k in expected} == expected, out["detail"]
+
+
 def test_untouched_copies_verify(ledger: Ledger, tmp_path: Path) -> None:
     for _ in range(2):
         url = ledger.copy()
@@ -619,7 +657,7 @@ def test_rewritten_tail_is_a_fork_against_a_saved_checkpoint(ledger: Ledger, tmp
     saved = ledger.checkpoint_file(6, tmp_path / "saved.txt")
     url = _cut_tail(ledger)
     # Whoever holds the ledger key seals other entries in place of block 6, and more.
-    store = Store.open(_settings(ledger.data, url))
+    store = Store.open(ledger_settings(ledger.data, url))
     try:
         _seal(Sealer(store, signing_key=ledger.ledger_key), [register(ledger.admin, Member(f"x{i}"), ["buyer"]) for i in range(6)])
     finally:
@@ -635,7 +673,7 @@ def test_rewritten_tail_is_a_fork_against_a_saved_checkpoint(ledger: Ledger, tmp
 def test_trusted_checkpoint_of_another_ledger_is_refused(ledger: Ledger, tmp_path: Path) -> None:
     other = tmp_path / "other"
     url = ledger.dbs.new("other")
-    init_ledger(_settings(other, url), origin=ORIGIN, admin="admin", admin_name="Other admin")
+    init_ledger(ledger_settings(other, url), origin=ORIGIN, admin="admin", admin_name="Other admin")
     code, out = verify(ledger, url, "--save-checkpoint", str(tmp_path / "other.txt"))
     assert code == 0
     code, out = verify(ledger, ledger.url, "--trusted-checkpoint", str(tmp_path / "other.txt"))
@@ -671,10 +709,7 @@ def test_damaged_sqlite_file_is_a_failed_verification(tmp_path: Path) -> None:
     data, url = tmp_path / "data", f"sqlite:///{tmp_path / 'f.db'}"
     assert run([*on(data, url), "demo"]).exit_code == 0
     damaged = tmp_path / "damaged.db"
-    with sqlite3.connect(tmp_path / "f.db") as src, sqlite3.connect(damaged) as dst:
-        src.backup(dst)
-    src.close()
-    dst.close()
+    copy_sqlite(tmp_path / "f.db", damaged)
     raw = bytearray(damaged.read_bytes())
     page = 4096
     assert len(raw) > 3 * page

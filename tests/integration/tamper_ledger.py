@@ -21,38 +21,37 @@ import os
 import random
 import secrets
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, text
 
 from api.cli import init_ledger
 from api.verify_sources import db_source
 from ledger import jcs
 from ledger.audit import AuditReport, audit_bundle
-from ledger.config import Settings, normalise_database_url
+from ledger.config import Settings
 from ledger.errors import ChainBroken
 from ledger.keys import SigningKey, read_key_file
 from ledger.notes import NoteVerifier, verifier_for
 from ledger.sealing import Sealer
 from ledger.storage import schema as t
 from ledger.storage.export import ExportRange, bundle_lines
-from ledger.storage.migrate import upgrade
 from ledger.storage.store import Store
 from ledger.verify import verify_chain
 
 from ..cli.conftest import ModuleDbs
-from ..conftest import _pg_admin_engine, drop_pg_schema
+from ..conftest import drop_pg_schema
 from ..factories import ORIGIN, Member, key_add, key_revoke, register, update
 from ..supply import attestation, close_contract, confirm, contract, handoff, lot, origin, payment, receipt, transform
+from ..tampering import clone, connect, ledger_settings, sqlite_path
 
 __all__ = [
     "SEED", "ENTRIES", "CAST", "CREATED", "Base", "KeySpan", "Row",
-    "build_base", "clone", "connect", "dump", "export", "run_audit", "run_verify", "say",
+    "build_base", "dump", "export", "run_audit", "run_verify", "say",
 ]
 
 CAST: dict[str, list[str]] = {
@@ -135,7 +134,7 @@ class Base:
         return verifier_for(ORIGIN, self.ledger_key.public_key.raw).vkey
 
     def settings(self, url: str) -> Settings:
-        return Settings.from_env({}, data_dir=self.data, ledger_key_file=self.data / "ledger.key", database_url=url, seal_interval=0.0)
+        return ledger_settings(self.data, url)
 
     def height_of(self, index: int) -> int:
         return self.rows[index].height
@@ -157,7 +156,7 @@ class Base:
         """Drop a copy now rather than at the end of the module (a full run makes thousands)."""
         if self.backend == "sqlite":
             for suffix in ("", "-wal", "-shm"):
-                Path(_path(url) + suffix).unlink(missing_ok=True)
+                Path(sqlite_path(url) + suffix).unlink(missing_ok=True)
             return
         schema = self.dbs.schema(url)
         drop_pg_schema(schema)
@@ -165,47 +164,6 @@ class Base:
 
     def key_valid_at(self, member: str, index: int) -> KeySpan | None:
         return next((s for s in self.spans if s.member == member and s.valid_at(index)), None)
-
-
-def _path(url: str) -> str:
-    return url.split("///", 1)[1]
-
-
-def clone(dbs: ModuleDbs, url: str, name: str, tables: Sequence[str]) -> str:
-    """A new database holding the rows of ``url``: SQLite a backup of the file, PostgreSQL a
-    fresh schema from the migrations filled by INSERT ... SELECT."""
-    new_url = dbs.new(name)
-    if dbs.backend == "sqlite":
-        with sqlite3.connect(_path(url)) as src, sqlite3.connect(_path(new_url)) as dst:
-            src.backup(dst)
-        src.close()
-        dst.close()
-        return new_url
-    engine = create_engine(normalise_database_url(new_url))
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()
-    new, old = dbs.schema(new_url), dbs.schema(url)
-    admin = _pg_admin_engine()
-    try:
-        with admin.connect() as conn:
-            for table in tables:
-                conn.exec_driver_sql(f"INSERT INTO {new}.{table} SELECT * FROM {old}.{table}")
-    finally:
-        admin.dispose()
-    return new_url
-
-
-@contextmanager
-def connect(url: str) -> Iterator[Connection]:
-    """One transaction on ``url``, committed at the end."""
-    engine = create_engine(normalise_database_url(url))
-    try:
-        with engine.begin() as conn:
-            yield conn
-    finally:
-        engine.dispose()
 
 
 # --- the story ---------------------------------------------------------------------------
@@ -284,7 +242,7 @@ class _Story:
 def build_base(dbs: ModuleDbs, data: Path, *, entries: int, rng: random.Random) -> Base:
     """A ledger of about ``entries`` entries in blocks of 1..MAX_BLOCK, on ``dbs``'s backend."""
     url = dbs.new("base")
-    settings = Settings.from_env({}, data_dir=data, ledger_key_file=data / "ledger.key", database_url=url, seal_interval=0.0)
+    settings = ledger_settings(data, url)
     init_ledger(settings, origin=ORIGIN, admin="admin", admin_name="Consortium admin")
     admin = Member("admin", read_key_file(data / "admin.key").signing_key)
     ledger_key = read_key_file(data / "ledger.key").signing_key
@@ -329,7 +287,7 @@ def build_base(dbs: ModuleDbs, data: Path, *, entries: int, rng: random.Random) 
     base = Base(dbs, url, data, ledger_key, admin, story.spans, rows, blocks, nodes, tables, prefix)
     if dbs.backend == "sqlite":
         # Fold the WAL into the file, so that a byte flip in the file reaches the log.
-        with sqlite3.connect(_path(url)) as conn3:
+        with sqlite3.connect(sqlite_path(url)) as conn3:
             conn3.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn3.close()
     with connect(url) as conn:

@@ -49,8 +49,8 @@ from sqlalchemy import text
 from ledger.errors import LedgerError
 
 from ..cli.conftest import ModuleDbs, on, run, run_entry_point
-from ..cli.test_tamper import tampered
 from ..conftest import BACKENDS, drop_pg_schema
+from ..tampering import tampered
 from .tamper_edits import EXPORT_REFUSED, Edit, Kind, Where, drop_unique
 from .tamper_entry_edits import ENTRY_KINDS
 from .tamper_row_edits import ROW_KINDS
