@@ -129,7 +129,10 @@ def test_a_gtin_names_the_product_when_master_data_does_not() -> None:
     assert gtin14("10614141073464") == "10614141073464" and gtin14("10614141073467") is None
     assert gtin14("9506000134352") == "09506000134352"
     assert gtin_of_identifier(LGTIN) == "04012345123456"
-    assert gtin_of_identifier("urn:epc:idpat:sgtin:4012345.066666.*") is None
+    # An SGTIN pattern over one GTIN names that product (a lot the import map gives it);
+    # a pattern over a whole company prefix names none.
+    assert gtin_of_identifier("urn:epc:idpat:sgtin:4012345.066666.*") == "04012345666663"
+    assert gtin_of_identifier("urn:epc:idpat:sgtin:4012345.*.*") is None
 
 
 def test_times_keep_their_instant() -> None:
