@@ -24,7 +24,7 @@ from ledger.epcis import validate_document
 from ledger.epcis.vocabulary import EPCIS_CONTEXT
 
 from ..conftest import VECTORS
-from .conftest import ModuleDbs, Server, on, run, start_server, stop
+from .conftest import ModuleDbs, Server, error_code, on, run, start_server, stop
 
 GS1 = VECTORS / "epcis-2.0"
 REPO = Path(__file__).resolve().parents[2]
@@ -284,3 +284,12 @@ def test_gs1_document_the_ledger_cannot_hold(name: str, quiet_ledger: Ledger) ->
     assert all(ln["detail"] and "entry" not in ln for ln in lines)
     assert quiet_ledger.size() == size
     verified(quiet_ledger)
+
+
+def test_a_map_that_is_not_one_writes_nothing(quiet_ledger: Ledger, tmp_path: Path) -> None:
+    bad = tmp_path / "map.json"
+    bad.write_text(json.dumps({"parties": {"urn:epc:id:sgln:0614141.00001.0": "Not A Member Id"}}), encoding="utf-8")
+    size = quiet_ledger.size()
+    res = run(["epcis", "import", str(GS1 / "examples" / "Example_9.6.2-ObjectEvent.jsonld"), "--url", quiet_ledger.server.url, "--map", str(bad), *quiet_ledger.keys("acme")])
+    assert (res.exit_code, error_code(res.stderr)) == (1, "invalid_epcis_map")
+    assert res.stdout == "" and quiet_ledger.size() == size
