@@ -113,6 +113,8 @@ def _members(url: str, key: SigningKey) -> list[tuple[str, dict[str, str]]]:
 def _line(o: Outcome, status: str, **more: Any) -> dict[str, Any]:
     line: dict[str, Any] = {"index": o.index, "eventID": o.event_id, "event": o.event, "status": status}
     if isinstance(o, Mapped):
+        if o.parts > 1:
+            line["part"], line["parts"] = o.part, o.parts
         line["entry"] = o.entry_id
         line["type"] = o.payload["type"]
         line["author"] = o.author
@@ -126,6 +128,8 @@ def _line(o: Outcome, status: str, **more: Any) -> dict[str, Any]:
 
 def _text(line: dict[str, Any]) -> str:
     head = f"eventList[{line['index']}] {line['event']}"
+    if "part" in line:
+        head += f" (part {line['part']} of {line['parts']})"
     if line["status"] == "refused":
         by = "by the ledger" if "entry" in line else "not mapped"
         return f"{head}: refused ({by}): {line['code']}: {line['detail']}"
@@ -209,14 +213,16 @@ def import_(file: str, key_files: tuple[Path, ...], url: str, map_file: Path | N
     except LedgerError as exc:
         fail(exc, EXIT_INVALID)
     mapped = [o for o in outcomes if isinstance(o, Mapped)]
-    lines: dict[int, dict[str, Any]] = {o.index: _line(o, "refused") for o in outcomes if isinstance(o, Refused)}
+    # One line per outcome: per event, or per part of a shipping event received in parts.
+    lines: dict[int, dict[str, Any]] = {i: _line(o, "refused") for i, o in enumerate(outcomes) if isinstance(o, Refused)}
+    numbered = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, Mapped)]
     if dry_run:
-        lines.update((o.index, _line(o, "mapped")) for o in mapped)
+        lines.update((i, _line(o, "mapped")) for i, o in numbered)
     elif mapped:
         envelopes = [sign_payload(o.payload, [(o.author, keys[o.author])]) for o in mapped]
-        for o, result in zip(mapped, _submit(url, envelopes)):
-            lines[o.index] = _result_line(o, result)
-    _report([lines[o.index] for o in outcomes], as_json)
+        for (i, o), result in zip(numbered, _submit(url, envelopes)):
+            lines[i] = _result_line(o, result)
+    _report([lines[i] for i in range(len(outcomes))], as_json)
 
 
 def _result_line(o: Mapped, result: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +243,8 @@ def _report(lines: list[dict[str, Any]], as_json: bool) -> NoReturn:
     if counts["mapped"]:
         parts.append(f"{counts['mapped']} mapped (dry run)")
     parts.append(f"{counts['refused']} refused")
-    click.echo(f"{len(lines)} events: " + ", ".join(parts), err=True)
+    events = len({ln["index"] for ln in lines})
+    click.echo(f"{events} events: " + ", ".join(parts), err=True)
     sys.exit(EXIT_INVALID if counts["refused"] else 0)
 
 

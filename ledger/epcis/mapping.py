@@ -60,7 +60,10 @@ _OTHER_TYPES = {
 
 @dataclass(frozen=True, slots=True)
 class Mapped:
-    """An event that maps: the payload to sign (by ``payload['author']``) and its entry id."""
+    """An event that maps: the payload to sign (by ``payload['author']``) and its entry id.
+
+    A shipping event whose goods the document receives in several receiving events maps to one
+    handoff per part (``part`` of ``parts``, from 1), as a receipt closes a whole handoff."""
 
     index: int
     event_id: str | None
@@ -68,6 +71,8 @@ class Mapped:
     payload: dict[str, Any]
     entry_id: str
     ignored: tuple[str, ...] = ()
+    part: int = 1
+    parts: int = 1
 
     @property
     def author(self) -> str:
@@ -170,27 +175,63 @@ class _Mapper:
 
     # --- one event -------------------------------------------------------------------
 
-    def event(self, index: int, event: Mapping[str, Any]) -> Outcome:
+    def event(self, index: int, event: Mapping[str, Any]) -> list[Outcome]:
+        """The event's outcome: one refusal, or one entry (a handoff per part)."""
         kind = describe(event)
         event_id = event.get("eventID") if isinstance(event.get("eventID"), str) else None
         try:
             type_, fields, used = self._fields(index, event)
-            payload = {"ledger": self.origin, "type": type_, **fields}
-            payload["nonce"] = _nonce(payload["author"], event)
-            try:
-                validate_payload(payload)
-            except LedgerError as exc:
-                raise Unmappable("invalid_entry", f"the {type_} entry it maps to is refused: {exc.code}: {exc.detail}") from exc
+            parts = self._parts(index, event, fields) if type_ == "handoff" else [fields]
+            payloads = []
+            for n, part in enumerate(parts, 1):
+                payload = {"ledger": self.origin, "type": type_, **part}
+                payload["nonce"] = _nonce(payload["author"], event, part=n if len(parts) > 1 else None)
+                try:
+                    validate_payload(payload)
+                except LedgerError as exc:
+                    raise Unmappable("invalid_entry", f"the {type_} entry it maps to is refused: {exc.code}: {exc.detail}") from exc
+                payloads.append(payload)
         except Unmappable as exc:
             if _moves(event) == "shipping":
                 self.shipped.append(_Shipped(index, None, None, None, frozenset(self._quiet_lots(event))))
-            return Refused(index, event_id, kind, exc.code, exc.detail)
-        entry_id = hashlib.sha256(jcs.canonicalize(payload)).hexdigest()
-        if type_ == "handoff":
-            source = self.read.get(self.entry_ext(event), "id")
-            self.shipped.append(_Shipped(index, entry_id, source if isinstance(source, str) else None, fields["to"], frozenset(fields["lots"])))
+            return [Refused(index, event_id, kind, exc.code, exc.detail)]
         ignored = tuple(sorted(k for k in event if k not in used and not self.read.is_filiera(k)))
-        return Mapped(index, event_id, kind, payload, entry_id, ignored)
+        found: list[Outcome] = []
+        for n, payload in enumerate(payloads, 1):
+            entry_id = hashlib.sha256(jcs.canonicalize(payload)).hexdigest()
+            if type_ == "handoff":
+                source = self.read.get(self.entry_ext(event), "id")
+                self.shipped.append(_Shipped(index, entry_id, source if isinstance(source, str) else None, payload["to"], frozenset(payload["lots"])))
+            found.append(Mapped(index, event_id, kind, payload, entry_id, ignored, part=n, parts=len(payloads)))
+        return found
+
+    def _parts(self, index: int, event: Mapping[str, Any], fields: dict[str, Any]) -> list[dict[str, Any]]:
+        """A handoff's fields, split by the receiving events later in the document that take
+        its lots: one part per receipt, and one for the lots none of them takes. A receipt
+        closes a whole handoff (PROTOCOL §4), so goods shipped together and received apart are
+        handed over in parts. Each part goes to the destination the event names, else to the
+        part's recipient (the rest: to the first recipient, where the shipment went)."""
+        stated = self.read.party(event.get("destinationList"), "destination")
+        remaining: list[str] = list(fields["lots"])
+        groups: list[tuple[list[str], str | None]] = []
+        for later in self.events[index + 1 :]:
+            if _moves(later) != "receiving":
+                continue
+            taken = set(self._quiet_lots(later))
+            group = [lot for lot in remaining if lot in taken]
+            if not group:
+                continue
+            try:
+                who = self.recipient(later)
+            except Unmappable:
+                who = None
+            groups.append((group, who))
+            remaining = [lot for lot in remaining if lot not in taken]
+        if remaining:
+            groups.append((remaining, None))
+        if len(groups) < 2:
+            return [fields]
+        return [{**fields, "lots": lots, "to": stated or who or fields["to"]} for lots, who in groups]
 
     def _quiet_lots(self, event: Mapping[str, Any]) -> list[str]:
         try:
@@ -341,12 +382,18 @@ class _Mapper:
         for s in reversed(self.shipped):
             if s.entry_id is not None and s.lots & lots and s.to == recipient:
                 if s.lots != lots:
-                    raise Unmappable("partial_receipt", f"receives {len(lots)} of the {len(s.lots)} lots shipped by eventList[{s.index}]; a receipt accepts or rejects a whole handoff")
+                    raise Unmappable("partial_receipt", f"receives {len(lots)} lots, {len(s.lots & lots)} of the {len(s.lots)} shipped by eventList[{s.index}]; a receipt accepts or rejects exactly a handoff's lots")
                 return s.entry_id
         known = self.finder(sorted(lots)[0], recipient) if self.finder else None
         if known is not None:
             if known.lots != lots:
-                raise Unmappable("partial_receipt", f"receives {len(lots)} of the {len(known.lots)} lots of handoff {known.id}; a receipt accepts or rejects a whole handoff")
+                raise Unmappable(
+                    "partial_receipt",
+                    f"receives {len(lots)} lots, {len(known.lots & lots)} of the {len(known.lots)} of handoff {known.id} "
+                    "in the ledger; a receipt accepts or rejects exactly a handoff's lots (a shipment "
+                    "received in parts maps to a handoff per part only when the shipping event is "
+                    "in the same document)",
+                )
             return known.id
         refused = next((s for s in reversed(self.shipped) if s.entry_id is None and s.lots & lots), None)
         raise Unmappable(
@@ -404,9 +451,11 @@ def _geo(value: Any) -> dict[str, Any]:
         raise Unmappable("invalid_entry", f"{value!r} is not a geo URI such as geo:41.1087,16.6912") from exc
 
 
-def _nonce(author: Any, event: Mapping[str, Any]) -> str:
-    """A nonce the event determines: the same event by the same author is the same entry."""
-    digest = hashlib.sha256(_NONCE_CONTEXT + str(author).encode() + b"\n" + jcs.canonicalize(dict(event))).digest()
+def _nonce(author: Any, event: Mapping[str, Any], *, part: int | None = None) -> str:
+    """A nonce the event (and the part of it) determines: the same event by the same author
+    is the same entry."""
+    which = b"" if part is None else f"part {part}\n".encode()
+    digest = hashlib.sha256(_NONCE_CONTEXT + str(author).encode() + b"\n" + which + jcs.canonicalize(dict(event))).digest()
     return "epcis-" + base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
@@ -418,7 +467,8 @@ def map_document(
     find_handoff: HandoffFinder | None = None,
     import_map: ImportMap | None = None,
 ) -> list[Outcome]:
-    """One outcome per event of ``doc``, in order: a payload for ``origin`` or a refusal.
+    """The outcomes of ``doc``'s events, in order: for each event a refusal or a payload for
+    ``origin`` (a shipping event received in parts: one payload per part, ``Mapped.part``).
 
     ``signers`` are the participants whose keys will sign (the first signs events that name no
     party); ``find_handoff`` finds the handoff in the ledger that a receiving event closes when
@@ -428,4 +478,4 @@ def map_document(
     validate_document(doc)
     events = events_of(doc)
     mapper = _Mapper(doc, events, origin, signers, find_handoff, import_map)
-    return [mapper.event(i, event) for i, event in enumerate(events)]
+    return [outcome for i, event in enumerate(events) for outcome in mapper.event(i, event)]
