@@ -1,7 +1,8 @@
 """``filiera epcis``: GS1 EPCIS 2.0 documents out of and into a ledger (docs/epcis.md).
 
 ``export`` fetches ``GET /v1/lots/{lot}/epcis`` as a member and checks it against GS1's JSON
-Schema; ``import`` checks a document, maps each event (``ledger.epcis.map_document``), signs
+Schema; ``import`` checks a document, reads its GS1 identifiers through the import map
+(``--map``) and the members' ``gln`` attributes, maps each event (``ledger.epcis.map_document``), signs
 the entries with the key of the participant each event belongs to, submits them in batches
 and prints one line per event: its entry, or why it was refused. Nothing is submitted for a
 refused event; the others are.
