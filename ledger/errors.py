@@ -49,6 +49,7 @@ __all__ = [
     "MalformedBundle",
     "MalformedCertificate",
     "InvalidEpcisDocument",
+    "InvalidEpcisMap",
     # authentication / authorisation of signatures
     "InvalidSignature",
     "UnknownKey",
@@ -347,6 +348,14 @@ class InvalidEpcisDocument(MalformedInput):
 
     code = "invalid_epcis_document"
     title = "Not a valid EPCIS 2.0 document"
+
+
+class InvalidEpcisMap(MalformedInput):
+    """An import map (``filiera epcis import --map``) that does not say which member or lot
+    a GS1 identifier is."""
+
+    code = "invalid_epcis_map"
+    title = "Not a valid EPCIS import map"
 
 
 # --- signatures and authorisation ------------------------------------------------------

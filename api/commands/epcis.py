@@ -1,7 +1,8 @@
 """``filiera epcis``: GS1 EPCIS 2.0 documents out of and into a ledger (docs/epcis.md).
 
 ``export`` fetches ``GET /v1/lots/{lot}/epcis`` as a member and checks it against GS1's JSON
-Schema; ``import`` checks a document, maps each event (``ledger.epcis.map_document``), signs
+Schema; ``import`` checks a document, reads its GS1 identifiers through the import map
+(``--map``) and the members' ``gln`` attributes, maps each event (``ledger.epcis.map_document``), signs
 the entries with the key of the participant each event belongs to, submits them in batches
 and prints one line per event: its entry, or why it was refused. Nothing is submitted for a
 refused event; the others are.
@@ -20,7 +21,19 @@ import click
 from ledger import jcs
 from ledger.client import http_json
 from ledger.entries import sign_payload
-from ledger.epcis import Mapped, LedgerHandoff, Outcome, Refused, events_of, map_document, handoffs_sent, validate_document
+from ledger.epcis import (
+    ImportMap,
+    LedgerHandoff,
+    Mapped,
+    Outcome,
+    Refused,
+    events_of,
+    handoffs_sent,
+    map_document,
+    merge_members,
+    parse_map,
+    validate_document,
+)
 from ledger.errors import ConfigurationError, LedgerError, Unavailable
 from ledger.keys import SigningKey, read_key_file
 
@@ -81,9 +94,28 @@ class _Finder:
         return self.seen[(lot, recipient)]
 
 
+def _members(url: str, key: SigningKey) -> list[tuple[str, dict[str, str]]]:
+    """Every member's id and attributes (``GET /v1/participants``, a page at a time)."""
+    found: list[tuple[str, dict[str, str]]] = []
+    after: str | None = None
+    while True:
+        query = f"?after={after}" if after else ""
+        status, body = _get(f"{url}/v1/participants{query}", key)
+        if status != 200 or not isinstance(body, dict):
+            code, detail = _problem(status, body)
+            click.echo(f"error: {code}: cannot read the ledger's members: {detail}", err=True)
+            sys.exit(EXIT_USAGE)
+        found += [(str(p["id"]), dict(p.get("attributes") or {})) for p in body["participants"]]
+        after = body.get("next")
+        if not after:
+            return found
+
+
 def _line(o: Outcome, status: str, **more: Any) -> dict[str, Any]:
     line: dict[str, Any] = {"index": o.index, "eventID": o.event_id, "event": o.event, "status": status}
     if isinstance(o, Mapped):
+        if o.parts > 1:
+            line["part"], line["parts"] = o.part, o.parts
         line["entry"] = o.entry_id
         line["type"] = o.payload["type"]
         line["author"] = o.author
@@ -97,6 +129,8 @@ def _line(o: Outcome, status: str, **more: Any) -> dict[str, Any]:
 
 def _text(line: dict[str, Any]) -> str:
     head = f"eventList[{line['index']}] {line['event']}"
+    if "part" in line:
+        head += f" (part {line['part']} of {line['parts']})"
     if line["status"] == "refused":
         by = "by the ledger" if "entry" in line else "not mapped"
         return f"{head}: refused ({by}): {line['code']}: {line['detail']}"
@@ -141,13 +175,16 @@ def _submit(url: str, envelopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--key", "key_files", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Key file that signs the entries; repeat it to sign events of several participants (each event is signed by its own party).")
 @click.option("--url", required=True, help="Ledger base URL, e.g. http://127.0.0.1:8000")
+@click.option("--map", "map_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Import map (JSON): which member each GS1 party or location identifier is (parties) and which lot each EPC, class or pattern is (lots). Members' gln attributes in the ledger are read too.")
 @click.option("--dry-run", is_flag=True, help="Check and map the document and print the entries, without submitting them.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event on stdout.")
-def import_(file: str, key_files: tuple[Path, ...], url: str, dry_run: bool, as_json: bool) -> None:
+def import_(file: str, key_files: tuple[Path, ...], url: str, map_file: Path | None, dry_run: bool, as_json: bool) -> None:
     """Import an EPCIS 2.0 document (FILE, or - for stdin) as signed entries.
 
     Commissioning, shipping, receiving and transformation events become origin, handoff,
-    receipt and transform entries; every other event is refused with a reason. One line per
+    receipt and transform entries; every other event is refused with a reason. GS1
+    identifiers name members and lots through --map and the members' gln attributes; an event
+    that names no party is signed by the member operating its place. One line per
     event on stdout, a summary on stderr. Exit status: 0 every event imported (or already
     there), 1 the document or an event was refused, 2 could not import (file, key, server).
     """
@@ -155,6 +192,7 @@ def import_(file: str, key_files: tuple[Path, ...], url: str, dry_run: bool, as_
     try:
         keys = _keys(key_files)
         raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+        map_raw = map_file.read_bytes() if map_file is not None else None
     except LedgerError as exc:
         fail(exc)
     except OSError as exc:
@@ -166,19 +204,26 @@ def import_(file: str, key_files: tuple[Path, ...], url: str, dry_run: bool, as_
         click.echo(f"error: {code}: {detail}", err=True)
         sys.exit(EXIT_USAGE)
     try:
+        import_map = parse_map(jcs.loads(map_raw)) if map_raw is not None else ImportMap()
+    except LedgerError as exc:
+        fail(exc, EXIT_INVALID)
+    try:
+        import_map = merge_members(import_map, _members(url, next(iter(keys.values()))))
         doc = jcs.loads(raw)
-        outcomes = map_document(doc, origin=str(info["origin"]), signers=list(keys), find_handoff=_Finder(url, keys))
+        outcomes = map_document(doc, origin=str(info["origin"]), signers=list(keys), find_handoff=_Finder(url, keys), import_map=import_map)
     except LedgerError as exc:
         fail(exc, EXIT_INVALID)
     mapped = [o for o in outcomes if isinstance(o, Mapped)]
-    lines: dict[int, dict[str, Any]] = {o.index: _line(o, "refused") for o in outcomes if isinstance(o, Refused)}
+    # One line per outcome: per event, or per part of a shipping event received in parts.
+    lines: dict[int, dict[str, Any]] = {i: _line(o, "refused") for i, o in enumerate(outcomes) if isinstance(o, Refused)}
+    numbered = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, Mapped)]
     if dry_run:
-        lines.update((o.index, _line(o, "mapped")) for o in mapped)
+        lines.update((i, _line(o, "mapped")) for i, o in numbered)
     elif mapped:
         envelopes = [sign_payload(o.payload, [(o.author, keys[o.author])]) for o in mapped]
-        for o, result in zip(mapped, _submit(url, envelopes)):
-            lines[o.index] = _result_line(o, result)
-    _report([lines[o.index] for o in outcomes], as_json)
+        for (i, o), result in zip(numbered, _submit(url, envelopes)):
+            lines[i] = _result_line(o, result)
+    _report([lines[i] for i in range(len(outcomes))], as_json)
 
 
 def _result_line(o: Mapped, result: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +244,8 @@ def _report(lines: list[dict[str, Any]], as_json: bool) -> NoReturn:
     if counts["mapped"]:
         parts.append(f"{counts['mapped']} mapped (dry run)")
     parts.append(f"{counts['refused']} refused")
-    click.echo(f"{len(lines)} events: " + ", ".join(parts), err=True)
+    events = len({ln["index"] for ln in lines})
+    click.echo(f"{events} events: " + ", ".join(parts), err=True)
     sys.exit(EXIT_INVALID if counts["refused"] else 0)
 
 

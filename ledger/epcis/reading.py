@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..encoding import PARTICIPANT_ID_RE
+from .partners import ImportMap
 from .vocabulary import (
     COUNT_UNIT,
     EPC_CLASS_VOCABULARY,
@@ -72,7 +73,8 @@ def _prefixes(context: Any) -> set[str]:
 class Reader:
     """One validated document: its Filiera terms, its source ledger and its master data."""
 
-    def __init__(self, doc: Mapping[str, Any]) -> None:
+    def __init__(self, doc: Mapping[str, Any], import_map: ImportMap | None = None) -> None:
+        self.map = import_map or ImportMap()
         self.prefixes = _prefixes(doc.get("@context"))
         source = self.get(doc, "ledger")
         self.source = LedgerUris(source) if isinstance(source, str) else None
@@ -110,12 +112,17 @@ class Reader:
     # --- lots --------------------------------------------------------------------------
 
     def lot_id(self, uri: str) -> str:
-        """The ledger lot an identifier names. Raises Unmappable."""
+        """The ledger lot an identifier names: the import map's, else the identifier's own.
+        Raises Unmappable."""
+        mapped = self.map.lot(uri)
+        if mapped is not None:
+            return mapped
         if is_pattern(uri):
             raise Unmappable(
                 "invalid_identifier",
                 f"{uri} is an EPC pattern, a class of objects rather than one lot; name the lot "
-                "(an LGTIN, SGTIN or other EPC) instead",
+                "(an LGTIN, SGTIN or other EPC) instead, or say which lot it is in the import "
+                "map's lots (--map)",
             )
         named = self._attribute(uri, "lot")
         if isinstance(named, str):
@@ -179,24 +186,46 @@ class Reader:
     # --- parties, places and references ------------------------------------------------
 
     def party(self, entries: Any, key: str) -> str | None:
-        """The participant a sourceList or destinationList names, possessing party first.
-        Raises Unmappable if it names one that cannot be a participant id."""
+        """The participant a sourceList or destinationList names: the possessing party, else
+        the owning party, else the member the import map says operates its ``location``.
+        Raises Unmappable if it names a party that cannot be a participant id."""
         by_type: dict[str, str] = {}
         for item in entries or []:
             kind = cbv_name(item.get("type"), "sourceDest")
-            if kind in ("possessing_party", "owning_party"):
+            if kind in ("possessing_party", "owning_party", "location"):
                 by_type.setdefault(kind, item[key])
         uri = by_type.get("possessing_party") or by_type.get("owning_party")
         if uri is None:
-            return None
+            where = by_type.get("location")
+            return self.map.party(where) if where is not None else None
+        return self.participant(uri)
+
+    def participant(self, uri: str) -> str:
+        """The member a party identifier names: the import map's, else a Filiera export's,
+        else the identifier itself. Raises Unmappable if that cannot be a participant id."""
+        mapped = self.map.party(uri)
+        if mapped is not None:
+            return mapped
         participant = self.source.value(Kind.PARTICIPANT, uri) if self.source else uri
         if PARTICIPANT_ID_RE.fullmatch(participant) is None:
             raise Unmappable(
                 "invalid_party",
                 f"party {uri} cannot be a participant id (2-128 characters of a-z 0-9 . _ : -, "
-                "lower case; PGLN and SGLN URNs fit)",
+                "lower case; PGLN and SGLN URNs fit); say which member it is in the import "
+                "map's parties (--map)",
             )
         return participant
+
+    def operator(self, event: Mapping[str, Any], *order: str) -> str | None:
+        """The member the import map says operates the first of ``order`` (readPoint,
+        bizLocation) the event names, if any."""
+        for key in order:
+            where = event.get(key)
+            if isinstance(where, dict) and isinstance(where.get("id"), str):
+                found = self.map.party(where["id"])
+                if found is not None:
+                    return found
+        return None
 
     def place(self, event: Mapping[str, Any], *order: str) -> str | None:
         """The text of the first of ``order`` (readPoint, bizLocation) the event has."""

@@ -137,12 +137,13 @@ def lot_uri(uris: LedgerUris, lot: str, product: str | None) -> str:
     return uris.uri(Kind.LOT, lot)
 
 
-_EPC_GTIN = re.compile(r"urn:epc:(?:class:lgtin|id:sgtin):([0-9]+)\.([0-9]+)\.[^.]+")
+_EPC_GTIN = re.compile(r"urn:epc:(?:class:lgtin|id:sgtin|idpat:sgtin):([0-9]+)\.([0-9]+)\.[^.]+")
 _DL_GTIN = re.compile(r"https?://[^/]+(?:/[^/]+)*?/01/([0-9]{14})(?:/.*)?")
 
 
 def gtin_of_identifier(uri: str) -> str | None:
-    """The GTIN-14 inside an LGTIN or SGTIN URN (TDS 2.1 §6.3.1) or a Digital Link, if any."""
+    """The GTIN-14 inside an LGTIN, SGTIN or SGTIN pattern URN (TDS 2.1 §6.3.1, §8) or a
+    Digital Link, if any."""
     m = _EPC_GTIN.fullmatch(uri)
     if m is not None:
         company, item = m.groups()

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.entries import parse_envelope
-from ledger.epcis import NS, REFUSAL_CODES, HistoryEntry, Mapped, Refused, event_id, lot_document, map_document, validate_document
+from ledger.epcis import NS, REFUSAL_CODES, HistoryEntry, LedgerHandoff, Mapped, Refused, event_id, lot_document, map_document, validate_document
 from ledger.epcis.vocabulary import EPCIS_CONTEXT, gtin14, gtin_of_identifier, utc_time
 from ledger.payloads import validate_payload
 
@@ -85,10 +85,9 @@ REFUSALS: dict[str, tuple[list[dict[str, Any]], str]] = {
     "observe-without-a-step": ([event(action="OBSERVE", epcList=["urn:epc:id:sgtin:0614141.107346.2017"])], "unsupported_biz_step"),
     "shipping-to-a-digital-link-party": ([shipping("https://id.gs1.org/417/0614141000005")], "invalid_party"),
     "shipping-for-someone-else": ([shipping(sourceList=[{"type": "possessing_party", "source": "urn:epc:id:pgln:4012345.00225"}])], "not_signer"),
-    "receiving-part-of-a-shipment": ([
-        shipping(ME, "urn:epc:id:sgtin:0614141.107346.1", "urn:epc:id:sgtin:0614141.107346.2"),
-        receiving("urn:epc:id:sgtin:0614141.107346.1"),
-    ], "partial_receipt"),
+    # The ledger holds a handoff of items 1 and 2 to ME (see test_refusal); a document
+    # received in parts is split instead (test_epcis_vectors).
+    "receiving-part-of-a-ledger-handoff": ([receiving("urn:epc:id:sgtin:0614141.107346.1")], "partial_receipt"),
     "transformation-without-inputs": ([event("TransformationEvent", transformationID="urn:epc:id:gdti:0614141.12345.400", outputQuantityList=[{"epcClass": LGTIN, "quantity": 1}], readPoint=SITE)], "partial_transformation"),
     "extension-event-type": ([event("example:CustomEvent", **{"@context": [EPCIS_CONTEXT, {"example": "http://ns.example.com/epcis/"}]})], "unsupported_event_type"),
 }
@@ -97,7 +96,12 @@ REFUSALS: dict[str, tuple[list[dict[str, Any]], str]] = {
 @pytest.mark.parametrize("name", sorted(REFUSALS))
 def test_refusal(name: str) -> None:
     events, code = REFUSALS[name]
-    outcomes = map_document(document(*events), origin=ORIGIN, signers=[ME])
+
+    def ledger(lot: str, to: str) -> LedgerHandoff | None:
+        items = frozenset({"urn:epc:id:sgtin:0614141.107346.1", "urn:epc:id:sgtin:0614141.107346.2"})
+        return LedgerHandoff("cd" * 32, to, items) if name == "receiving-part-of-a-ledger-handoff" and to == ME else None
+
+    outcomes = map_document(document(*events), origin=ORIGIN, signers=[ME], find_handoff=ledger)
     last = outcomes[-1]
     assert isinstance(last, Refused), last
     assert (last.index, last.code) == (len(events) - 1, code), last.detail
@@ -129,7 +133,10 @@ def test_a_gtin_names_the_product_when_master_data_does_not() -> None:
     assert gtin14("10614141073464") == "10614141073464" and gtin14("10614141073467") is None
     assert gtin14("9506000134352") == "09506000134352"
     assert gtin_of_identifier(LGTIN) == "04012345123456"
-    assert gtin_of_identifier("urn:epc:idpat:sgtin:4012345.066666.*") is None
+    # An SGTIN pattern over one GTIN names that product (a lot the import map gives it);
+    # a pattern over a whole company prefix names none.
+    assert gtin_of_identifier("urn:epc:idpat:sgtin:4012345.066666.*") == "04012345666663"
+    assert gtin_of_identifier("urn:epc:idpat:sgtin:4012345.*.*") is None
 
 
 def test_times_keep_their_instant() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ledger.epcis import REFUSAL_CODES, Mapped, LedgerHandoff, Refused, events_of, map_document, validate_document
+from ledger.epcis import REFUSAL_CODES, ImportMap, Mapped, LedgerHandoff, Refused, events_of, map_document, merge_members, parse_map, validate_document
 from ledger.epcis.schema import SCHEMA_FILE
 from ledger.errors import InvalidEpcisDocument
 from ledger.payloads import validate_payload
@@ -42,9 +42,11 @@ EXPECTED: dict[str, list[str]] = {
     # an input named by an EPC pattern (urn:epc:idpat:...)
     "examples/Example_9.6.4-TransformationEvent.jsonld": ["invalid_identifier"],
     "examples/WithDigitalLinkID/Example_9.6.1-ObjectEventWithDigitalLink.jsonld": ["missing_party", "no_handoff"],
-    "examples/WithDigitalLinkID/Example_9.6.3-AggregationEventWithDigitalLink.jsonld": ["unsupported_event_type"],
+    # the container's children are received; no handoff sends them to the importer
+    "examples/WithDigitalLinkID/Example_9.6.3-AggregationEventWithDigitalLink.jsonld": ["no_handoff"],
     "examples/WithErrorDeclaration/ErrorDeclarationAndCorrectiveEvent.jsonld": ["error_declaration", "invalid_identifier"],
-    "examples/WithFullCombinationOfFields/aggregation_event_all_possible_fields.jsonld": ["unsupported_event_type"],
+    # a receiving aggregation, declared erroneous
+    "examples/WithFullCombinationOfFields/aggregation_event_all_possible_fields.jsonld": ["error_declaration"],
     "examples/WithFullCombinationOfFields/object_event_all_possible_fields.jsonld": ["error_declaration"],
     "examples/WithFullCombinationOfFields/transformation_event_all_possible_fields.jsonld": ["error_declaration"],
     "examples/WithSensorData/SensorDataExample1.jsonld": ["unsupported_biz_step"],
@@ -57,6 +59,31 @@ EXPECTED: dict[str, list[str]] = {
     "examples/WithSensorData/SensorDataExample6.jsonld": ["unsupported_biz_step"],
     "examples/WithSensorData/SensorDataExample8.jsonld": ["unsupported_event_type"],
 }
+
+# The same documents read through the import map of docs/epcis.md (docs/examples/gs1-map.json)
+# and the GLNs the member "maker" lists in its gln attribute, signed by the three members;
+# still without a ledger, so receipts of handoffs not in the document find none.
+WITH_MAP: dict[str, list[str]] = {
+    **{name: codes for name, codes in EXPECTED.items() if codes[0] in ("unsupported_event_type", "unsupported_biz_step", "error_declaration")},
+    # acme ships two items to shop, where one is received later in the document: a receipt
+    # closes a whole handoff, so the shipment is handed over in two parts (one received).
+    "examples/EPCISQueryDocument.jsonld": ["mapped", "mapped", "mapped"],
+    "examples/Example_9.6.1-ObjectEvent.jsonld": ["mapped", "mapped", "mapped"],
+    "examples/WithDigitalLinkID/Example_9.6.1-ObjectEventWithDigitalLink.jsonld": ["mapped", "mapped", "mapped"],
+    "examples/Example_9.6.2-ObjectEvent.jsonld": ["no_handoff"],
+    "examples/Example_9.6.4-TransformationEvent.jsonld": ["mapped"],
+    "examples/WithDigitalLinkID/Example_9.6.3-AggregationEventWithDigitalLink.jsonld": ["no_handoff"],
+    "examples/WithErrorDeclaration/ErrorDeclarationAndCorrectiveEvent.jsonld": ["error_declaration", "mapped"],
+}
+MAP_FILE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "gs1-map.json"
+MAKER_GLNS = "urn:epc:id:sgln:4012345.00001.0 urn:epc:id:sgln:4012345.00225.0"
+MEMBERS = ["maker", "acme", "shop"]
+SGTIN_2017, SGTIN_2018 = "urn:epc:id:sgtin:0614141.107346.2017", "urn:epc:id:sgtin:0614141.107346.2018"
+
+
+def gs1_map() -> ImportMap:
+    return merge_members(parse_map(json.loads(MAP_FILE.read_text(encoding="utf-8"))), [("maker", {"gln": MAKER_GLNS})])
+
 
 INDEX: list[dict[str, Any]] = json.loads((EPCIS / "index.json").read_text(encoding="utf-8"))["documents"]
 
@@ -94,6 +121,74 @@ def test_gs1_example_maps_event_by_event(case: dict[str, Any]) -> None:
     for o, event in zip(outcomes, events):
         assert o.event_id == event.get("eventID")
         assert isinstance(o, Refused) and o.detail
+
+
+def test_every_indexed_document_has_an_expectation_with_the_map() -> None:
+    assert set(WITH_MAP) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("case", INDEX, ids=[d["file"].removeprefix("examples/") for d in INDEX])
+def test_gs1_example_maps_event_by_event_with_the_map(case: dict[str, Any]) -> None:
+    doc = load(case["file"])
+    outcomes = map_document(doc, origin=ORIGIN, signers=MEMBERS, import_map=gs1_map())
+    assert sorted({o.index for o in outcomes}) == list(range(case["event_count"]))
+    assert [outcome(o) for o in outcomes] == WITH_MAP[case["file"]]
+    for o in outcomes:
+        if isinstance(o, Mapped):
+            validate_payload(o.payload)
+        else:
+            assert o.detail
+
+
+def test_the_map_names_authors_lots_and_recipients() -> None:
+    """Example 9.6.4: the member operating the readPoint transforms, the pattern input is the
+    lot the map says; 9.6.1: the shipping event with no destination goes to the member that
+    receives its lots later in the document."""
+    [t] = map_document(load("examples/Example_9.6.4-TransformationEvent.jsonld"), origin=ORIGIN, signers=MEMBERS, import_map=gs1_map())
+    assert isinstance(t, Mapped), t
+    assert (t.payload["type"], t.author, t.payload["site"]) == ("transform", "maker", "urn:epc:id:sgln:4012345.00001.0")
+    assert t.payload["inputs"] == [
+        "urn:epc:id:sgtin:4012345.011122.25", "urn:epc:id:sgtin:4000001.065432.99886655",
+        "urn:epc:class:lgtin:4012345.011111.4444", "urn:epc:class:lgtin:0614141.077777.987", "MAKER-066666-2014",
+    ]
+    assert [(o["lot"], o["product"]) for o in t.payload["outputs"]] == [(f"urn:epc:id:sgtin:4012345.077889.{n}", "04012345778892") for n in (25, 26, 27, 28)]
+    assert "ilmd" in t.ignored  # best-before date and batch: no place in a transform
+    received, rest, receipt = map_document(load("examples/Example_9.6.1-ObjectEvent.jsonld"), origin=ORIGIN, signers=MEMBERS, import_map=gs1_map())
+    assert isinstance(received, Mapped) and isinstance(rest, Mapped) and isinstance(receipt, Mapped)
+    assert [(o.index, o.part, o.parts) for o in (received, rest, receipt)] == [(0, 1, 2), (0, 2, 2), (1, 1, 1)]
+    for part, lots in ((received, [SGTIN_2018]), (rest, [SGTIN_2017])):
+        p = part.payload
+        assert (p["type"], p["from"], p["to"], p["lots"]) == ("handoff", "acme", "shop", lots)
+        assert p["location"] == "urn:epc:id:sgln:0614141.07346.1234"
+    assert received.payload["nonce"] != rest.payload["nonce"]
+    assert (receipt.payload["type"], receipt.author, receipt.payload["handoff"]) == ("receipt", "shop", received.entry_id)
+
+
+def test_a_shipment_received_whole_is_one_handoff() -> None:
+    """Splitting is only for goods received apart: received together, one handoff."""
+    doc = load("examples/Example_9.6.1-ObjectEvent.jsonld")
+    doc["epcisBody"]["eventList"][1]["epcList"] = [SGTIN_2017, SGTIN_2018]
+    shipping, receipt = map_document(doc, origin=ORIGIN, signers=MEMBERS, import_map=gs1_map())
+    assert isinstance(shipping, Mapped) and isinstance(receipt, Mapped)
+    assert (shipping.parts, shipping.payload["lots"]) == (1, [SGTIN_2017, SGTIN_2018])
+    assert receipt.payload["handoff"] == shipping.entry_id
+
+
+def test_a_map_that_is_not_one_is_refused() -> None:
+    from ledger.errors import InvalidEpcisMap
+
+    for bad in (
+        [], {"parties": []}, {"party": {}}, {"parties": {"urn:epc:id:sgln:1.2.3": "Not An Id"}},
+        {"parties": {"acme": "acme"}}, {"lots": {"urn:epc:id:sgtin:1.2.3": "bad lot"}}, {"lots": {"x": 1}},
+    ):
+        with pytest.raises(InvalidEpcisMap) as err:
+            parse_map(bad)
+        assert err.value.code == "invalid_epcis_map"
+    # Two members cannot claim one GLN; the map settles it.
+    members = [("a1", {"gln": "urn:epc:id:sgln:1.2.3"}), ("b1", {"gln": "urn:epc:id:sgln:1.2.3"})]
+    with pytest.raises(InvalidEpcisMap):
+        merge_members(ImportMap(), members)
+    assert merge_members(ImportMap(parties={"urn:epc:id:sgln:1.2.3": "b1"}), members).party("urn:epc:id:sgln:1.2.3") == "b1"
 
 
 def open_to(recipient: str, lot: str, entry: str = "ab" * 32) -> Any:
