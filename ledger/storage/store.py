@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, event, func, or_, select
+from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, event, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
@@ -279,6 +279,21 @@ def _nodes_query(n: int) -> Any:
     )
 
 
+# The same on PostgreSQL for any number of nodes, in one statement: one primary-key probe per
+# (level, idx) pair of the arrays :levels and :idxs, in a LATERAL subquery fenced by OFFSET 0
+# so that the planner cannot turn it into a join over the whole table.
+_NODES_POSTGRESQL = text(
+    "SELECT n.level, n.idx, n.hash FROM unnest(CAST(:levels AS SMALLINT[]), CAST(:idxs AS BIGINT[])) AS q(level, idx)"
+    " CROSS JOIN LATERAL (SELECT merkle_nodes.level, merkle_nodes.idx, merkle_nodes.hash FROM merkle_nodes"
+    " WHERE merkle_nodes.level = q.level AND merkle_nodes.idx = q.idx OFFSET 0) AS n"
+)
+
+_PARTICIPANTS_POSTGRESQL = text(
+    "SELECT p.* FROM unnest(CAST(:ids AS VARCHAR[])) AS q(id)"
+    " CROSS JOIN LATERAL (SELECT * FROM participants WHERE participants.id = q.id OFFSET 0) AS p"
+)
+
+
 def _block(row: Any) -> BlockRow:
     return BlockRow(
         height=row.height, hash=row.hash, prev=row.prev, time=row.time,
@@ -452,6 +467,9 @@ class Store:
         """The stored hashes of the named perfect subtrees (a handful per proof)."""
         wanted = sorted(set(ids))
         found: dict[NodeId, bytes] = {}
+        if wanted and self.dialect == "postgresql":
+            arrays = {"levels": [lv for lv, _ in wanted], "idxs": [ix for _, ix in wanted]}
+            return {(r.level, r.idx): bytes(r.hash) for r in conn.execute(_NODES_POSTGRESQL, arrays)}
         for i in range(0, len(wanted), 200):
             chunk = wanted[i : i + 200]
             params: dict[str, int] = {}
@@ -496,6 +514,8 @@ class Store:
 
     def participants_by_id(self, conn: Connection, ids: Sequence[str]) -> dict[str, ParticipantRecord]:
         found: dict[str, ParticipantRecord] = {}
+        if ids and self.dialect == "postgresql":
+            return {r.id: _participant(r) for r in conn.execute(_PARTICIPANTS_POSTGRESQL, {"ids": list(ids)})}
         for size, params in chunks(ids):
             for r in conn.execute(select_in(t.participants, "id", size), params):
                 found[r.id] = _participant(r)

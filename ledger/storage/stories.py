@@ -55,16 +55,34 @@ _LINEAGE_SQLITE = text(
     " LIMIT :cap)"
     " SELECT lots.lot, lots.created_by FROM anc JOIN lots ON lots.lot = anc.lot"
 )
+# On PostgreSQL every lookup is a LATERAL subquery fenced by OFFSET 0, which the planner cannot
+# flatten into a join: it probes the index once per key whatever the table statistics say. A
+# plain join let it hash-join a sequential scan of the whole table (at every level of the
+# lineage) whenever its statistics made the table look small, as they do on a table not yet
+# analysed: then the read grew with the ledger.
 _LINEAGE_POSTGRESQL = text(
     "WITH RECURSIVE anc(lot) AS ("
     " SELECT CAST(:lot AS VARCHAR(200))"
     " UNION"
-    " SELECT lot_lineage.parent FROM lot_lineage JOIN anc ON lot_lineage.child = anc.lot)"
-    " SELECT lots.lot, lots.created_by FROM (SELECT lot FROM anc LIMIT :cap) AS a"
-    " JOIN lots ON lots.lot = a.lot"
+    " SELECT p.parent FROM anc CROSS JOIN LATERAL"
+    " (SELECT lot_lineage.parent FROM lot_lineage WHERE lot_lineage.child = anc.lot OFFSET 0) AS p)"
+    " SELECT l.lot, l.created_by FROM (SELECT lot FROM anc LIMIT :cap) AS a CROSS JOIN LATERAL"
+    " (SELECT lots.lot, lots.created_by FROM lots WHERE lots.lot = a.lot OFFSET 0) AS l"
 )
 # The transform that consumed the lot, if one did (the entry that made any of its children).
 _CONSUMER = select(t.lot_lineage.c.entry).where(t.lot_lineage.c.parent == bindparam("lot")).limit(1)
+# The handoffs of the lots :keys (an array), with how each was closed and its contract.
+_MOVES_POSTGRESQL = text(
+    "SELECT m.handoff, h.closed_by, h.contract FROM unnest(CAST(:keys AS VARCHAR[])) AS q(k)"
+    " CROSS JOIN LATERAL (SELECT lot_handoffs.handoff FROM lot_handoffs WHERE lot_handoffs.lot = q.k OFFSET 0) AS m"
+    " CROSS JOIN LATERAL (SELECT handoffs.closed_by, handoffs.contract FROM handoffs WHERE handoffs.id = m.handoff OFFSET 0) AS h"
+)
+# Which of the log positions :keys (an array) the member :who is a party to.
+_VISIBLE_POSTGRESQL = text(
+    "SELECT r.idx FROM unnest(CAST(:keys AS BIGINT[])) AS q(k) CROSS JOIN LATERAL"
+    " (SELECT entry_parties.idx FROM entry_parties WHERE entry_parties.participant = :who"
+    " AND entry_parties.idx = q.k OFFSET 0) AS r"
+)
 
 
 @functools.lru_cache(maxsize=32)
@@ -85,9 +103,26 @@ def _visible_query(size: int) -> Any:
     return select(ep.c.idx).where(ep.c.participant == bindparam("who"), ep.c.idx.in_([bindparam(f"p{j}") for j in range(size)]))
 
 
+@functools.lru_cache(maxsize=16)
+def _probe_postgresql(table: str, key: str, columns: tuple[str, ...]) -> Any:
+    """``columns`` of the rows of ``table`` whose ``key`` is one of the array ``:keys``: one
+    statement for any number of keys, one index probe per key (see _LINEAGE_POSTGRESQL)."""
+    return text(
+        f"SELECT {', '.join('r.' + c for c in columns)} FROM unnest(CAST(:keys AS VARCHAR[])) AS q(k)"
+        f" CROSS JOIN LATERAL (SELECT {', '.join(columns)} FROM {table} WHERE {table}.{key} = q.k OFFSET 0) AS r"
+    )
+
+
 def _in(conn: Connection, table: Table, key: str, values: Iterable[Any], columns: tuple[str, ...]) -> list[Any]:
+    """The rows of ``table`` whose ``key`` is one of ``values``: on PostgreSQL in one
+    statement, on SQLite in one per :data:`~.statements.MAX_IN` values."""
+    keys = sorted(set(values))
+    if not keys:
+        return []
+    if conn.dialect.name == "postgresql":
+        return list(conn.execute(_probe_postgresql(table.name, key, columns), {"keys": keys}))
     rows: list[Any] = []
-    for size, params in chunks(sorted(set(values))):
+    for size, params in chunks(keys):
         rows.extend(conn.execute(select_in(table, key, size, columns), params))
     return rows
 
@@ -129,13 +164,12 @@ def read_view(store: Store, lot: str, *, viewer: Viewer | None, max_lots: int = 
         if consumer is not None:
             wanted.add(consumer)
         contracts: set[str] = set()
-        for size, params in chunks(sorted(lots)):
-            for r in conn.execute(_moves_query(size), params):
-                wanted.add(r.handoff)
-                if r.closed_by is not None:
-                    wanted.add(r.closed_by)
-                if r.contract is not None:
-                    contracts.add(r.contract)
+        for r in _moves(conn, sorted(lots)):
+            wanted.add(r.handoff)
+            if r.closed_by is not None:
+                wanted.add(r.closed_by)
+            if r.contract is not None:
+                contracts.add(r.contract)
         subjects = set(lots) | set(lots.values())
         wanted.update(r.id for r in _in(conn, t.attestations, "subject", subjects, ("id",)))
         if viewer is not None and contracts:
@@ -162,6 +196,16 @@ def read_view(store: Store, lot: str, *, viewer: Viewer | None, max_lots: int = 
     )
 
 
+def _moves(conn: Connection, lots: Sequence[str]) -> list[Any]:
+    """The handoffs of ``lots``: (handoff, closed_by, contract) rows."""
+    if conn.dialect.name == "postgresql":
+        return list(conn.execute(_MOVES_POSTGRESQL, {"keys": list(lots)}))
+    rows: list[Any] = []
+    for size, params in chunks(lots):
+        rows.extend(conn.execute(_moves_query(size), params))
+    return rows
+
+
 def _commercial(conn: Connection, viewer: Viewer, contracts: set[str]) -> set[str]:
     """The contracts named by the story's handoffs and the payments under them, those the
     viewer may see (PROTOCOL §6: its parties, auditors and admins)."""
@@ -169,9 +213,13 @@ def _commercial(conn: Connection, viewer: Viewer, contracts: set[str]) -> set[st
     found.update({r.id: r.idx for r in _in(conn, t.payments, "contract", contracts, ("id", "idx"))})
     if viewer.sees_all:
         return set(found)
+    positions = sorted(set(found.values()))
     visible: set[int] = set()
-    for size, params in chunks(sorted(set(found.values()))):
-        visible.update(conn.scalars(_visible_query(size), {"who": viewer.id, **params}))
+    if positions and conn.dialect.name == "postgresql":
+        visible.update(conn.scalars(_VISIBLE_POSTGRESQL, {"who": viewer.id, "keys": positions}))
+    else:
+        for size, params in chunks(positions):
+            visible.update(conn.scalars(_visible_query(size), {"who": viewer.id, **params}))
     return {entry for entry, idx in found.items() if idx in visible}
 
 
