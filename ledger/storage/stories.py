@@ -5,7 +5,9 @@ recursive query over ``lot_lineage``, then the handoffs (``lot_handoffs`` joined
 ``handoffs``), attestations (by subject), contracts and payments (members only), the entries
 by id, and the Merkle nodes of every inclusion proof against the one checkpoint in a batched
 read (O(log n) nodes per proof, shared ones read once). All of it in one snapshot, so the
-checkpoint covers every entry read.
+checkpoint covers every entry read. The number of statements does not depend on the story:
+on PostgreSQL, a database a round trip away, the lineage, handoffs and attestations are one
+statement, and each other read one statement whatever the number of keys.
 
 What is read is only which entries tell the story; ``ledger.provenance`` then derives the view
 from those entries alone, as an offline verifier of a certificate does.
@@ -55,27 +57,37 @@ _LINEAGE_SQLITE = text(
     " LIMIT :cap)"
     " SELECT lots.lot, lots.created_by FROM anc JOIN lots ON lots.lot = anc.lot"
 )
-# On PostgreSQL every lookup is a LATERAL subquery fenced by OFFSET 0, which the planner cannot
-# flatten into a join: it probes the index once per key whatever the table statistics say. A
-# plain join let it hash-join a sequential scan of the whole table (at every level of the
-# lineage) whenever its statistics made the table look small, as they do on a table not yet
-# analysed: then the read grew with the ledger.
-_LINEAGE_POSTGRESQL = text(
+# The transform that consumed the lot, if one did (the entry that made any of its children).
+_CONSUMER = select(t.lot_lineage.c.entry).where(t.lot_lineage.c.parent == bindparam("lot")).limit(1)
+
+# On PostgreSQL, which entries tell the story, in one statement (one round trip instead of
+# four): the lots of the lineage with the entry that made each, the transform that consumed
+# :lot, the handoffs of the lineage's lots with how each was closed and its contract, and the
+# attestations of those lots and entries, as (kind, key, a, b) rows. Every lookup is a LATERAL
+# subquery fenced by OFFSET 0, which the planner cannot flatten into a join: it probes the
+# index once per key whatever the table statistics say. A plain join let it hash-join a
+# sequential scan of the whole table (at every level of the lineage) whenever its statistics
+# made the table look small, as they do on a table not yet analysed: the read then grew with
+# the ledger.
+_STORY_POSTGRESQL = text(
     "WITH RECURSIVE anc(lot) AS ("
     " SELECT CAST(:lot AS VARCHAR(200))"
     " UNION"
     " SELECT p.parent FROM anc CROSS JOIN LATERAL"
-    " (SELECT lot_lineage.parent FROM lot_lineage WHERE lot_lineage.child = anc.lot OFFSET 0) AS p)"
-    " SELECT l.lot, l.created_by FROM (SELECT lot FROM anc LIMIT :cap) AS a CROSS JOIN LATERAL"
-    " (SELECT lots.lot, lots.created_by FROM lots WHERE lots.lot = a.lot OFFSET 0) AS l"
-)
-# The transform that consumed the lot, if one did (the entry that made any of its children).
-_CONSUMER = select(t.lot_lineage.c.entry).where(t.lot_lineage.c.parent == bindparam("lot")).limit(1)
-# The handoffs of the lots :keys (an array), with how each was closed and its contract.
-_MOVES_POSTGRESQL = text(
-    "SELECT m.handoff, h.closed_by, h.contract FROM unnest(CAST(:keys AS VARCHAR[])) AS q(k)"
-    " CROSS JOIN LATERAL (SELECT lot_handoffs.handoff FROM lot_handoffs WHERE lot_handoffs.lot = q.k OFFSET 0) AS m"
+    " (SELECT lot_lineage.parent FROM lot_lineage WHERE lot_lineage.child = anc.lot OFFSET 0) AS p),"
+    " lin AS MATERIALIZED (SELECT l.lot, l.created_by FROM (SELECT lot FROM anc LIMIT :cap) AS a CROSS JOIN LATERAL"
+    " (SELECT lots.lot, lots.created_by FROM lots WHERE lots.lot = a.lot OFFSET 0) AS l)"
+    " SELECT 'lot' AS kind, lin.lot AS key, lin.created_by AS a, CAST(NULL AS VARCHAR) AS b FROM lin"
+    " UNION ALL"
+    " SELECT 'consumer', c.entry, NULL, NULL FROM"
+    " (SELECT lot_lineage.entry FROM lot_lineage WHERE lot_lineage.parent = :lot LIMIT 1) AS c"
+    " UNION ALL"
+    " SELECT 'handoff', m.handoff, h.closed_by, h.contract FROM lin"
+    " CROSS JOIN LATERAL (SELECT lot_handoffs.handoff FROM lot_handoffs WHERE lot_handoffs.lot = lin.lot OFFSET 0) AS m"
     " CROSS JOIN LATERAL (SELECT handoffs.closed_by, handoffs.contract FROM handoffs WHERE handoffs.id = m.handoff OFFSET 0) AS h"
+    " UNION ALL"
+    " SELECT 'attestation', r.id, NULL, NULL FROM (SELECT lin.lot AS subject FROM lin UNION SELECT lin.created_by FROM lin) AS s"
+    " CROSS JOIN LATERAL (SELECT attestations.id FROM attestations WHERE attestations.subject = s.subject OFFSET 0) AS r"
 )
 # Which of the log positions :keys (an array) the member :who is a party to.
 _VISIBLE_POSTGRESQL = text(
@@ -106,7 +118,7 @@ def _visible_query(size: int) -> Any:
 @functools.lru_cache(maxsize=16)
 def _probe_postgresql(table: str, key: str, columns: tuple[str, ...]) -> Any:
     """``columns`` of the rows of ``table`` whose ``key`` is one of the array ``:keys``: one
-    statement for any number of keys, one index probe per key (see _LINEAGE_POSTGRESQL)."""
+    statement for any number of keys, one index probe per key (see _STORY_POSTGRESQL)."""
     return text(
         f"SELECT {', '.join('r.' + c for c in columns)} FROM unnest(CAST(:keys AS VARCHAR[])) AS q(k)"
         f" CROSS JOIN LATERAL (SELECT {', '.join(columns)} FROM {table} WHERE {table}.{key} = q.k OFFSET 0) AS r"
@@ -155,23 +167,10 @@ def read_view(store: Store, lot: str, *, viewer: Viewer | None, max_lots: int = 
         # Once witnesses have cosigned the head (a quiet ledger), the proofs carry their
         # cosignatures (PROTOCOL §5).
         head = with_cosignatures(conn, head)
-        query = _LINEAGE_POSTGRESQL if store.dialect == "postgresql" else _LINEAGE_SQLITE
-        lots = {r.lot: r.created_by for r in conn.execute(query, {"lot": lot, "cap": max(1, max_lots)})}
-        if lot not in lots:
+        story = _story(conn, lot, max(1, max_lots))
+        if story is None:
             return None
-        wanted: set[str] = set(lots.values())
-        consumer = conn.execute(_CONSUMER, {"lot": lot}).scalar()
-        if consumer is not None:
-            wanted.add(consumer)
-        contracts: set[str] = set()
-        for r in _moves(conn, sorted(lots)):
-            wanted.add(r.handoff)
-            if r.closed_by is not None:
-                wanted.add(r.closed_by)
-            if r.contract is not None:
-                contracts.add(r.contract)
-        subjects = set(lots) | set(lots.values())
-        wanted.update(r.id for r in _in(conn, t.attestations, "subject", subjects, ("id",)))
+        wanted, contracts = story
         if viewer is not None and contracts:
             wanted.update(_commercial(conn, viewer, contracts))
         rows = [r for r in _in(conn, t.entries, "id", wanted, ("idx", "id", "leaf_hash", "leaf_data")) if r.idx < head.tree_size]
@@ -196,14 +195,35 @@ def read_view(store: Store, lot: str, *, viewer: Viewer | None, max_lots: int = 
     )
 
 
-def _moves(conn: Connection, lots: Sequence[str]) -> list[Any]:
-    """The handoffs of ``lots``: (handoff, closed_by, contract) rows."""
+def _story(conn: Connection, lot: str, cap: int) -> tuple[set[str], set[str]] | None:
+    """The ids of the entries that tell the story of ``lot`` (at most ``cap`` lots of its
+    lineage), and the contracts its handoffs name; None if there is no such lot."""
     if conn.dialect.name == "postgresql":
-        return list(conn.execute(_MOVES_POSTGRESQL, {"keys": list(lots)}))
-    rows: list[Any] = []
-    for size, params in chunks(lots):
-        rows.extend(conn.execute(_moves_query(size), params))
-    return rows
+        rows = conn.execute(_STORY_POSTGRESQL, {"lot": lot, "cap": cap}).all()
+        lots = {r.key: r.a for r in rows if r.kind == "lot"}
+        moves = [(r.key, r.a, r.b) for r in rows if r.kind == "handoff"]
+        consumer = next((r.key for r in rows if r.kind == "consumer"), None)
+        attested = {r.key for r in rows if r.kind == "attestation"}
+    else:
+        lots = {r.lot: r.created_by for r in conn.execute(_LINEAGE_SQLITE, {"lot": lot, "cap": cap})}
+        if lot not in lots:
+            return None
+        consumer = conn.execute(_CONSUMER, {"lot": lot}).scalar()
+        moves = [(r.handoff, r.closed_by, r.contract) for size, params in chunks(sorted(lots)) for r in conn.execute(_moves_query(size), params)]
+        attested = {r.id for r in _in(conn, t.attestations, "subject", set(lots) | set(lots.values()), ("id",))}
+    if lot not in lots:
+        return None
+    wanted = set(lots.values()) | attested
+    if consumer is not None:
+        wanted.add(consumer)
+    contracts: set[str] = set()
+    for handoff, closed_by, contract in moves:
+        wanted.add(handoff)
+        if closed_by is not None:
+            wanted.add(closed_by)
+        if contract is not None:
+            contracts.add(contract)
+    return wanted, contracts
 
 
 def _commercial(conn: Connection, viewer: Viewer, contracts: set[str]) -> set[str]:
