@@ -75,7 +75,7 @@ _STORY_POSTGRESQL = text(
     " UNION"
     " SELECT p.parent FROM anc CROSS JOIN LATERAL"
     " (SELECT lot_lineage.parent FROM lot_lineage WHERE lot_lineage.child = anc.lot OFFSET 0) AS p),"
-    " lin AS MATERIALIZED (SELECT l.lot, l.created_by FROM (SELECT lot FROM anc LIMIT :cap) AS a CROSS JOIN LATERAL"
+    " lin AS (SELECT l.lot, l.created_by FROM (SELECT lot FROM anc LIMIT :cap) AS a CROSS JOIN LATERAL"
     " (SELECT lots.lot, lots.created_by FROM lots WHERE lots.lot = a.lot OFFSET 0) AS l)"
     " SELECT 'lot' AS kind, lin.lot AS key, lin.created_by AS a, CAST(NULL AS VARCHAR) AS b FROM lin"
     " UNION ALL"
