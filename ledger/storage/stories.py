@@ -5,7 +5,9 @@ recursive query over ``lot_lineage``, then the handoffs (``lot_handoffs`` joined
 ``handoffs``), attestations (by subject), contracts and payments (members only), the entries
 by id, and the Merkle nodes of every inclusion proof against the one checkpoint in a batched
 read (O(log n) nodes per proof, shared ones read once). All of it in one snapshot, so the
-checkpoint covers every entry read.
+checkpoint covers every entry read. The number of statements does not depend on the story:
+on PostgreSQL, a database a round trip away, the lineage, handoffs and attestations are one
+statement, and each other read one statement whatever the number of keys.
 
 What is read is only which entries tell the story; ``ledger.provenance`` then derives the view
 from those entries alone, as an offline verifier of a certificate does.
@@ -55,16 +57,44 @@ _LINEAGE_SQLITE = text(
     " LIMIT :cap)"
     " SELECT lots.lot, lots.created_by FROM anc JOIN lots ON lots.lot = anc.lot"
 )
-_LINEAGE_POSTGRESQL = text(
+# The transform that consumed the lot, if one did (the entry that made any of its children).
+_CONSUMER = select(t.lot_lineage.c.entry).where(t.lot_lineage.c.parent == bindparam("lot")).limit(1)
+
+# On PostgreSQL, which entries tell the story, in one statement (one round trip instead of
+# four): the lots of the lineage with the entry that made each, the transform that consumed
+# :lot, the handoffs of the lineage's lots with how each was closed and its contract, and the
+# attestations of those lots and entries, as (kind, key, a, b) rows. Every lookup is a LATERAL
+# subquery fenced by OFFSET 0, which the planner cannot flatten into a join: it probes the
+# index once per key whatever the table statistics say. A plain join let it hash-join a
+# sequential scan of the whole table (at every level of the lineage) whenever its statistics
+# made the table look small, as they do on a table not yet analysed: the read then grew with
+# the ledger.
+_STORY_POSTGRESQL = text(
     "WITH RECURSIVE anc(lot) AS ("
     " SELECT CAST(:lot AS VARCHAR(200))"
     " UNION"
-    " SELECT lot_lineage.parent FROM lot_lineage JOIN anc ON lot_lineage.child = anc.lot)"
-    " SELECT lots.lot, lots.created_by FROM (SELECT lot FROM anc LIMIT :cap) AS a"
-    " JOIN lots ON lots.lot = a.lot"
+    " SELECT p.parent FROM anc CROSS JOIN LATERAL"
+    " (SELECT lot_lineage.parent FROM lot_lineage WHERE lot_lineage.child = anc.lot OFFSET 0) AS p),"
+    " lin AS (SELECT l.lot, l.created_by FROM (SELECT lot FROM anc LIMIT :cap) AS a CROSS JOIN LATERAL"
+    " (SELECT lots.lot, lots.created_by FROM lots WHERE lots.lot = a.lot OFFSET 0) AS l)"
+    " SELECT 'lot' AS kind, lin.lot AS key, lin.created_by AS a, CAST(NULL AS VARCHAR) AS b FROM lin"
+    " UNION ALL"
+    " SELECT 'consumer', c.entry, NULL, NULL FROM"
+    " (SELECT lot_lineage.entry FROM lot_lineage WHERE lot_lineage.parent = :lot LIMIT 1) AS c"
+    " UNION ALL"
+    " SELECT 'handoff', m.handoff, h.closed_by, h.contract FROM lin"
+    " CROSS JOIN LATERAL (SELECT lot_handoffs.handoff FROM lot_handoffs WHERE lot_handoffs.lot = lin.lot OFFSET 0) AS m"
+    " CROSS JOIN LATERAL (SELECT handoffs.closed_by, handoffs.contract FROM handoffs WHERE handoffs.id = m.handoff OFFSET 0) AS h"
+    " UNION ALL"
+    " SELECT 'attestation', r.id, NULL, NULL FROM (SELECT lin.lot AS subject FROM lin UNION SELECT lin.created_by FROM lin) AS s"
+    " CROSS JOIN LATERAL (SELECT attestations.id FROM attestations WHERE attestations.subject = s.subject OFFSET 0) AS r"
 )
-# The transform that consumed the lot, if one did (the entry that made any of its children).
-_CONSUMER = select(t.lot_lineage.c.entry).where(t.lot_lineage.c.parent == bindparam("lot")).limit(1)
+# Which of the log positions :keys (an array) the member :who is a party to.
+_VISIBLE_POSTGRESQL = text(
+    "SELECT r.idx FROM unnest(CAST(:keys AS BIGINT[])) AS q(k) CROSS JOIN LATERAL"
+    " (SELECT entry_parties.idx FROM entry_parties WHERE entry_parties.participant = :who"
+    " AND entry_parties.idx = q.k OFFSET 0) AS r"
+)
 
 
 @functools.lru_cache(maxsize=32)
@@ -85,9 +115,26 @@ def _visible_query(size: int) -> Any:
     return select(ep.c.idx).where(ep.c.participant == bindparam("who"), ep.c.idx.in_([bindparam(f"p{j}") for j in range(size)]))
 
 
+@functools.lru_cache(maxsize=16)
+def _probe_postgresql(table: str, key: str, columns: tuple[str, ...]) -> Any:
+    """``columns`` of the rows of ``table`` whose ``key`` is one of the array ``:keys``: one
+    statement for any number of keys, one index probe per key (see _STORY_POSTGRESQL)."""
+    return text(
+        f"SELECT {', '.join('r.' + c for c in columns)} FROM unnest(CAST(:keys AS VARCHAR[])) AS q(k)"
+        f" CROSS JOIN LATERAL (SELECT {', '.join(columns)} FROM {table} WHERE {table}.{key} = q.k OFFSET 0) AS r"
+    )
+
+
 def _in(conn: Connection, table: Table, key: str, values: Iterable[Any], columns: tuple[str, ...]) -> list[Any]:
+    """The rows of ``table`` whose ``key`` is one of ``values``: on PostgreSQL in one
+    statement, on SQLite in one per :data:`~.statements.MAX_IN` values."""
+    keys = sorted(set(values))
+    if not keys:
+        return []
+    if conn.dialect.name == "postgresql":
+        return list(conn.execute(_probe_postgresql(table.name, key, columns), {"keys": keys}))
     rows: list[Any] = []
-    for size, params in chunks(sorted(set(values))):
+    for size, params in chunks(keys):
         rows.extend(conn.execute(select_in(table, key, size, columns), params))
     return rows
 
@@ -120,24 +167,10 @@ def read_view(store: Store, lot: str, *, viewer: Viewer | None, max_lots: int = 
         # Once witnesses have cosigned the head (a quiet ledger), the proofs carry their
         # cosignatures (PROTOCOL §5).
         head = with_cosignatures(conn, head)
-        query = _LINEAGE_POSTGRESQL if store.dialect == "postgresql" else _LINEAGE_SQLITE
-        lots = {r.lot: r.created_by for r in conn.execute(query, {"lot": lot, "cap": max(1, max_lots)})}
-        if lot not in lots:
+        story = _story(conn, lot, max(1, max_lots))
+        if story is None:
             return None
-        wanted: set[str] = set(lots.values())
-        consumer = conn.execute(_CONSUMER, {"lot": lot}).scalar()
-        if consumer is not None:
-            wanted.add(consumer)
-        contracts: set[str] = set()
-        for size, params in chunks(sorted(lots)):
-            for r in conn.execute(_moves_query(size), params):
-                wanted.add(r.handoff)
-                if r.closed_by is not None:
-                    wanted.add(r.closed_by)
-                if r.contract is not None:
-                    contracts.add(r.contract)
-        subjects = set(lots) | set(lots.values())
-        wanted.update(r.id for r in _in(conn, t.attestations, "subject", subjects, ("id",)))
+        wanted, contracts = story
         if viewer is not None and contracts:
             wanted.update(_commercial(conn, viewer, contracts))
         rows = [r for r in _in(conn, t.entries, "id", wanted, ("idx", "id", "leaf_hash", "leaf_data")) if r.idx < head.tree_size]
@@ -162,6 +195,37 @@ def read_view(store: Store, lot: str, *, viewer: Viewer | None, max_lots: int = 
     )
 
 
+def _story(conn: Connection, lot: str, cap: int) -> tuple[set[str], set[str]] | None:
+    """The ids of the entries that tell the story of ``lot`` (at most ``cap`` lots of its
+    lineage), and the contracts its handoffs name; None if there is no such lot."""
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(_STORY_POSTGRESQL, {"lot": lot, "cap": cap}).all()
+        lots = {r.key: r.a for r in rows if r.kind == "lot"}
+        moves = [(r.key, r.a, r.b) for r in rows if r.kind == "handoff"]
+        consumer = next((r.key for r in rows if r.kind == "consumer"), None)
+        attested = {r.key for r in rows if r.kind == "attestation"}
+    else:
+        lots = {r.lot: r.created_by for r in conn.execute(_LINEAGE_SQLITE, {"lot": lot, "cap": cap})}
+        if lot not in lots:
+            return None
+        consumer = conn.execute(_CONSUMER, {"lot": lot}).scalar()
+        moves = [(r.handoff, r.closed_by, r.contract) for size, params in chunks(sorted(lots)) for r in conn.execute(_moves_query(size), params)]
+        attested = {r.id for r in _in(conn, t.attestations, "subject", set(lots) | set(lots.values()), ("id",))}
+    if lot not in lots:
+        return None
+    wanted = set(lots.values()) | attested
+    if consumer is not None:
+        wanted.add(consumer)
+    contracts: set[str] = set()
+    for handoff, closed_by, contract in moves:
+        wanted.add(handoff)
+        if closed_by is not None:
+            wanted.add(closed_by)
+        if contract is not None:
+            contracts.add(contract)
+    return wanted, contracts
+
+
 def _commercial(conn: Connection, viewer: Viewer, contracts: set[str]) -> set[str]:
     """The contracts named by the story's handoffs and the payments under them, those the
     viewer may see (PROTOCOL §6: its parties, auditors and admins)."""
@@ -169,9 +233,13 @@ def _commercial(conn: Connection, viewer: Viewer, contracts: set[str]) -> set[st
     found.update({r.id: r.idx for r in _in(conn, t.payments, "contract", contracts, ("id", "idx"))})
     if viewer.sees_all:
         return set(found)
+    positions = sorted(set(found.values()))
     visible: set[int] = set()
-    for size, params in chunks(sorted(set(found.values()))):
-        visible.update(conn.scalars(_visible_query(size), {"who": viewer.id, **params}))
+    if positions and conn.dialect.name == "postgresql":
+        visible.update(conn.scalars(_VISIBLE_POSTGRESQL, {"who": viewer.id, "keys": positions}))
+    else:
+        for size, params in chunks(positions):
+            visible.update(conn.scalars(_visible_query(size), {"who": viewer.id, **params}))
     return {entry for entry, idx in found.items() if idx in visible}
 
 

@@ -18,6 +18,7 @@ import pytest
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
 
 from api import create_app
 from ledger import jcs
@@ -235,6 +236,66 @@ def test_a_malformed_request_is_a_400_problem(world: World, path: str) -> None:
 def test_a_bad_signature_is_refused_not_read_as_public(world: World) -> None:
     resp = world.client.get("/v1/lots/x/provenance", headers={"Signature-Input": "filiera=()", "Signature": "filiera=:AA==:"}, unsigned=True)
     assert resp.status_code == 401 and resp.json["code"] == "request_signature_invalid"
+
+
+# --- how it reads ---------------------------------------------------------------------------
+
+
+def statements(world: World, lot_id: str, member: Member | None = None) -> list[tuple[str, Any]]:
+    """The SQL statements, with their parameters, of the (warm) provenance view of ``lot_id``."""
+    world.view(lot_id, member)  # the first read of a ledger caches its genesis policy
+    engine = world.client.application.extensions["filiera"].store.engine
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        world.view(lot_id, member)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_the_reads_of_a_provenance_do_not_grow_with_its_lineage(world: World) -> None:
+    # Per lot, per entry or per proof node, a read would make a long story slow on a
+    # database a network away; all of them are batched in a fixed number of statements.
+    short = lineage_story(world.ok, world.m, uid("P"), steps=1)
+    deep = lineage_story(world.ok, world.m, uid("P"), steps=40)
+    assert len(world.view(deep["final"])["entries"]) == 2 + 2 + 40 + 5 + 4
+    few, many = len(statements(world, short["final"])), len(statements(world, deep["final"]))
+    assert few == many <= 10, (few, many)
+    s = commercial_story(world)
+    assert len(statements(world, s["final"])) == few
+    # A signed read checks the signature first (the key, the member, the nonce and now and then
+    # a prune of old nonces: up to 7 statements with their transaction), then reads the
+    # contracts, payments and what the member may see.
+    assert len(statements(world, s["final"], world.m["shop"])) <= few + 7 + 3
+
+
+def test_on_postgresql_every_read_of_a_provenance_probes_an_index_per_key(world: World) -> None:
+    # Whatever the planner's statistics say, none (tables never analysed) or some: a join it
+    # may plan as a hash or merge of whole tables makes the read grow with the ledger.
+    if world.env.backend != "postgresql":
+        pytest.skip("PostgreSQL plans")
+    s = commercial_story(world)
+    engine = world.client.application.extensions["filiera"].store.engine
+    reads = [(q, p) for q, p in statements(world, s["final"], world.m["shop"]) if q.lstrip().startswith(("SELECT", "WITH"))]
+    assert len(reads) >= 8
+    with engine.connect() as conn:
+        # Nor may a cost estimate in the millions (no statistics) make it JIT-compile a
+        # statement that runs in a millisecond.
+        assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
+        for analysed in (False, True):
+            if analysed:  # this ledger's tables only (the search path), not the whole database
+                conn.exec_driver_sql(
+                    "ANALYZE lots, lot_lineage, lot_handoffs, handoffs, attestations, contracts, payments,"
+                    " entry_parties, entries, merkle_nodes, participants, blocks, cosignatures"
+                )
+            for query, params in reads:
+                plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + query, params).scalars())
+                assert "Hash Join" not in plan and "Merge Join" not in plan, (analysed, query, plan)
 
 
 # --- certificates ----------------------------------------------------------------------------

@@ -376,7 +376,7 @@ NOT_ERROR_CODES = {
     "deliver_by", "dispatched_at", "paid_at", "produced_on", "received_at", "valid_until",
     "entry_parties", "lot_handoffs", "lot_lineage", "participant_keys", "request_nonces",
     "crypto_core_ed25519_is_valid_point", "crypto_sign_open", "crypto_sign_verify_detached",
-    "full_page_writes", "remote_apply", "remote_write", "synchronous_commit",
+    "full_page_writes", "remote_apply", "remote_write", "synchronous_commit", "jit_above_cost",
     "pg_dump", "pg_restore",
     "request_id", "oldest_pending_age",
 }
