@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, union_all
 from sqlalchemy.exc import IntegrityError
 
 from ..notes import add_signature_lines
@@ -140,10 +140,12 @@ def _newest_per_key(rows: list[StoredCosignature]) -> list[StoredCosignature]:
 
 
 def _rows_at(conn: Connection, sizes: list[int]) -> list[StoredCosignature]:
-    rows: list[StoredCosignature] = []
-    for table in (t.cosignatures, t.cosignature_renewals):
-        rows.extend(_row(r) for r in conn.execute(select(table).where(table.c.tree_size.in_(sizes))))
-    return _newest_per_key(rows)
+    first, later = t.cosignatures, t.cosignature_renewals
+    both = union_all(
+        select(first.c.witness, first.c.key_id, first.c.tree_size, first.c.timestamp, first.c.line).where(first.c.tree_size.in_(sizes)),
+        select(later.c.witness, later.c.key_id, later.c.tree_size, later.c.timestamp, later.c.line).where(later.c.tree_size.in_(sizes)),
+    )
+    return _newest_per_key([_row(r) for r in conn.execute(both)])
 
 
 def latest_size(conn: Connection, *, witness: str, key_id: str) -> int | None:
