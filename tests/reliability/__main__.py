@@ -42,7 +42,7 @@ def _plan(backend: str, seed: int) -> Plan:
 
 def _summary(results: list[dict[str, Any]]) -> str:
     rows = [("figure", *(r["backend"] for r in results))]
-    for name in (*FIGURES, "acknowledged_per_s", "entries_with_unknown_attempt", "unknown_then_acknowledged", "server_tracebacks"):
+    for name in (*FIGURES, "worst_restart_to_healthy_s", "acknowledged_per_s", "entries_with_unknown_attempt", "unknown_then_acknowledged", "server_tracebacks"):
         rows.append((name, *(str(r.get(name)) for r in results)))
     rows.append(("kills by kind", *(json.dumps(r.get("kills_by_kind")) for r in results)))
     rows.append(("verdict", *("PASS" if r.get("ok") else "FAIL" for r in results)))

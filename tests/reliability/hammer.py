@@ -41,6 +41,7 @@ from .target import (
     pending_count,
     pg_admin,
     register_suppliers,
+    server_errors,
     terminate,
     verify_cli,
     versions,
@@ -80,6 +81,7 @@ class Kill:
     at: float  # time.monotonic()
     restarted_at: float  # the server started again; for the other kinds, the kill itself
     target: str
+    healthy_s: float | None = None  # a group kill: from the restart to /v1/health answering
     recovery_s: float | None = None  # restart -> end of the first successful post begun after it
     outage_s: float | None = None  # kill -> the same
 
@@ -150,14 +152,18 @@ def _hammer(plan: Plan, server: Server, db: Db, members: list[Any], data_dir: Pa
     kills: list[Kill] = []
     try:
         next_kill = began + rng.uniform(*plan.kill_every)
-        while next_kill < until - 1.0:
+        # No kill in the last seconds: each one must be followed by posts to recover with.
+        while next_kill < until - 3.0:
             time.sleep(max(0.0, next_kill - time.monotonic()))
             at = time.monotonic()
             kind, target, restarted = _kill(server, _kind(rng, kinds), rng, admin, db)
-            kills.append(Kill(kind, at, restarted, target))
-            say(f"  kill {len(kills):2d} at {at - began:6.1f} s: {kind:16s} {target}")
+            kill = Kill(kind, at, restarted, target)
+            kills.append(kill)
             if kind == "group":
                 server.wait_healthy()
+                kill.healthy_s = round(time.monotonic() - restarted, 3)
+            say(f"  kill {len(kills):2d} at {at - began:6.1f} s: {kind:16s} {target}"
+                + (f", healthy again after {kill.healthy_s:.1f} s" if kill.healthy_s is not None else ""))
             # Kill to kill, so that a slow restart does not thin out the kills.
             next_kill = max(at + rng.uniform(*plan.kill_every), time.monotonic() + 0.5)
     finally:
@@ -213,7 +219,7 @@ def run_backend(
                 status, final_checkpoint = server.get("/v1/checkpoint")
                 if status != 200:
                     raise RuntimeError(f"final checkpoint: {status}")
-                tracebacks = server.log.read_text(errors="replace").count("Traceback")
+                errors = server_errors(server.log)
             finally:
                 server.stop()
 
@@ -236,12 +242,12 @@ def run_backend(
             findings = analyse(**given)
             verify = verify_cli(data_dir, db.url, ledger_key.b64)
             _recovery(kills, sent_raw)
-            return _result(plan, kills, began, server.starts, findings.to_json(), verify, sent_raw, tracebacks)
+            return _result(plan, kills, began, server.starts, findings.to_json(), verify, sent_raw, errors)
 
 
 def _result(
     plan: Plan, kills: list[Kill], began: float, starts: int, findings: dict[str, Any],
-    verify: dict[str, Any], sent: list[dict[str, Any]], tracebacks: int,
+    verify: dict[str, Any], sent: list[dict[str, Any]], errors: dict[str, int],
 ) -> dict[str, Any]:
     recoveries = [k.recovery_s for k in kills if k.recovery_s is not None]
     outages = [k.outage_s for k in kills if k.outage_s is not None]
@@ -274,11 +280,18 @@ def _result(
         "entries_with_unknown_attempt": len(ambiguous),
         "unknown_then_acknowledged": sum(1 for s in ambiguous if s["outcome"] in ("sealed", "queued")),
         "attempts_by_status": attempts,
-        "server_tracebacks": tracebacks,
+        # Tracebacks in the server's log, by exception: reported, not judged (a worker killed
+        # mid-request, a database connection terminated), but worth reading.
+        "server_tracebacks": sum(errors.values()),
+        "server_errors": errors,
+        "worst_restart_to_healthy_s": max((k.healthy_s for k in kills if k.healthy_s is not None), default=None),
         "findings": findings,
         "verify": verify,
         "kill_log": [
-            {"kind": k.kind, "at_s": round(k.at - began, 2), "target": k.target, "recovery_s": k.recovery_s, "outage_s": k.outage_s}
+            {
+                "kind": k.kind, "at_s": round(k.at - began, 2), "target": k.target, "healthy_s": k.healthy_s,
+                "recovery_s": k.recovery_s, "outage_s": k.outage_s,
+            }
             for k in kills
         ],
         "versions": versions(plan.backend),

@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import sqlite3
@@ -32,6 +33,7 @@ from ..factories import ORIGIN, Member, register
 from .checker import LogRow
 
 __all__ = [
+    "server_errors",
     "REPO", "PG_URL", "Db", "database", "pg_admin", "our_backends", "terminate", "free_port", "Server",
     "init_ledger", "register_suppliers", "log_rows", "pending_count", "verify_cli", "versions",
 ]
@@ -41,6 +43,7 @@ HOST = "127.0.0.1"
 PG_URL = os.environ.get("FILIERA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 START_LIMIT_S = 60.0
 _CLI = "from api.cli import main; main()"
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
 
 
 @dataclass
@@ -322,3 +325,38 @@ def versions(backend: str) -> dict[str, Any]:
         finally:
             admin.dispose()
     return out
+
+
+def _exception_line(lines: list[str]) -> str:
+    """The last ``module.Error: text`` line of a traceback (SQLAlchemy adds lines after it)."""
+    found = [x for x in lines if _EXCEPTION_LINE.match(x)]
+    return found[-1] if found else "?"
+
+
+def server_errors(log: Path) -> dict[str, int]:
+    """The exceptions whose tracebacks the server logged, by their last line, counted.
+
+    Filiera's own log lines are JSON (the traceback in ``exc``); gunicorn's are plain text."""
+    found: dict[str, int] = {}
+    lines = log.read_text(errors="replace").splitlines()
+    for n, line in enumerate(lines):
+        if "Traceback" not in line:
+            continue
+        what = None
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+                what = f"{record.get('message')}: {_exception_line(str(record.get('exc', '')).splitlines())}"
+            except ValueError:
+                what = None
+        else:
+            block = []
+            for x in lines[n + 1 :]:
+                block.append(x)
+                if _EXCEPTION_LINE.match(x):
+                    break
+            what = _exception_line(block)
+        if what is not None:
+            what = what[:200]
+            found[what] = found.get(what, 0) + 1
+    return found
