@@ -149,6 +149,9 @@ def _hammer(plan: Plan, server: Server, db: Db, members: list[Any], data_dir: Pa
         p.start()
         procs.append(p)
     admin = pg_admin() if plan.backend == "postgresql" else None
+    # Targets come from their own stream: how many workers are alive at a kill depends on
+    # timing, and must not shift the schedule of kinds and waits that the seed fixes.
+    targets = random.Random(f"{plan.seed}/targets")
     kills: list[Kill] = []
     try:
         next_kill = began + rng.uniform(*plan.kill_every)
@@ -156,7 +159,7 @@ def _hammer(plan: Plan, server: Server, db: Db, members: list[Any], data_dir: Pa
         while next_kill < until - 3.0:
             time.sleep(max(0.0, next_kill - time.monotonic()))
             at = time.monotonic()
-            kind, target, restarted = _kill(server, _kind(rng, kinds), rng, admin, db)
+            kind, target, restarted = _kill(server, _kind(rng, kinds), targets, admin, db)
             kill = Kill(kind, at, restarted, target)
             kills.append(kill)
             if kind == "group":

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
     evidence: dict[str, Any] = {}
+    # Seed 7 draws worker, worker, group: three kills fit in 24 s even on a loaded machine,
+    # where a restart of the whole server can take 10 s.
     plan = Plan(backend="sqlite", seconds=24, clients=4, kill_every=(3.0, 5.0), min_kills=3, seed=7)
     result = run_backend(plan, Path(tmp_path_factory.mktemp("t1")), quiet=True, evidence=evidence)
     return result, evidence
