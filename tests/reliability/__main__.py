@@ -5,7 +5,7 @@ gaps, forks, phantom, bad proofs, ``filiera verify``) or a backend could not be 
 Settings (environment, all optional): FILIERA_T1_SECONDS (180 per backend), FILIERA_T1_CLIENTS
 (8), FILIERA_T1_RATE (20 posts/s per client), FILIERA_T1_WORKERS (2), FILIERA_T1_KILL_EVERY
 ("6,10" seconds, kill to kill), FILIERA_T1_MIN_KILLS (20: fewer kills fail the run), FILIERA_T1_SEED (random, printed), FILIERA_T1_BACKENDS ("sqlite,postgresql"),
-FILIERA_T1_KINDS (kinds of kill to draw from, default all: worker, group, and on PostgreSQL
+FILIERA_T1_RESEND_FOR (20 s a failed post is resent; 0: never), FILIERA_T1_KINDS (kinds of kill to draw from, default all: worker, group, and on PostgreSQL
 pg_backend, pg_backends_all), FILIERA_T1_OUT (bench/out/reliability.json), FILIERA_TEST_PG_URL.
 """
 
@@ -35,6 +35,7 @@ def _plan(backend: str, seed: int) -> Plan:
         workers=int(os.environ.get("FILIERA_T1_WORKERS", "2")),
         kill_every=(low, high),
         min_kills=int(os.environ.get("FILIERA_T1_MIN_KILLS", "20")),
+        resend_for=float(os.environ.get("FILIERA_T1_RESEND_FOR", "20")),
         seed=seed,
         kinds=tuple(k for k in os.environ.get("FILIERA_T1_KINDS", "").split(",") if k),
     )
@@ -42,7 +43,10 @@ def _plan(backend: str, seed: int) -> Plan:
 
 def _summary(results: list[dict[str, Any]]) -> str:
     rows = [("figure", *(r["backend"] for r in results))]
-    for name in (*FIGURES, "worst_restart_to_healthy_s", "acknowledged_per_s", "entries_with_unknown_attempt", "unknown_then_acknowledged", "server_tracebacks"):
+    for name in (
+        *FIGURES, "worst_restart_to_healthy_s", "acknowledged_per_s", "entries_with_unknown_attempt",
+        "unknown_then_acknowledged", "unknown_present", "unknown_absent", "server_tracebacks",
+    ):
         rows.append((name, *(str(r.get(name)) for r in results)))
     rows.append(("kills by kind", *(json.dumps(r.get("kills_by_kind")) for r in results)))
     rows.append(("verdict", *("PASS" if r.get("ok") else "FAIL" for r in results)))

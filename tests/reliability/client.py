@@ -31,9 +31,6 @@ ASYNC = {"Content-Type": "application/json", "Prefer": "respond-async"}
 # A request waits for its block (FILIERA_SEAL_TIMEOUT, 30 s by default); a little more here,
 # so that a timeout on this side means the server is hung, not merely slow.
 REQUEST_TIMEOUT_S = 40.0
-# How long one entry is retried (the same bytes, so the same id) while the server restarts;
-# after that its outcome stays unknown and the client moves on.
-RETRY_FOR_S = 20.0
 CHECKPOINT_EVERY_S = 2.0
 
 
@@ -49,6 +46,9 @@ class ClientPlan:
     async_share: float  # the share of posts sent with Prefer: respond-async (202)
     rng_seed: int
     out: str
+    # How long one entry is resent after a failure (the same bytes, so the same id) while the
+    # server restarts; after that its outcome stays unknown and the client moves on.
+    resend_for: float = 20.0
 
 
 class _Conn:
@@ -146,7 +146,7 @@ def run_client(plan: ClientPlan) -> None:
         entry_id, body = _entry(plan, key, seq)
         seq += 1
         headers = ASYNC if rng.random() < plan.async_share else JSON
-        outcome, answer, attempts = _send(conn, body, headers, time.monotonic() + RETRY_FOR_S)
+        outcome, answer, attempts = _send(conn, body, headers, time.monotonic() + plan.resend_for)
         record: dict[str, Any] = {"id": entry_id, "outcome": outcome, "attempts": attempts}
         if outcome == "sealed":
             # Kept as told, even a receipt naming another entry: the checker then finds this

@@ -20,6 +20,7 @@ import random
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 from ledger.keys import read_key_file
 from ledger.notes import verifier_for
 
-from ..factories import ORIGIN
+from ..factories import ORIGIN, Member
 from .checker import Sent, analyse
 from .client import ClientPlan, run_client
 from .target import (
@@ -71,6 +72,7 @@ class Plan:
     kill_every: tuple[float, float] = (6.0, 10.0)
     min_kills: int = 20
     async_share: float = 0.1  # the share of posts sent with Prefer: respond-async (202)
+    resend_for: float = 20.0  # seconds a client resends a failed post; 0: never (outcome stays unknown)
     seed: int = 1
     kinds: tuple[str, ...] = ()  # kinds of kill to draw from; empty: all the backend has
 
@@ -132,9 +134,11 @@ def _recovery(kills: list[Kill], sent: list[dict[str, Any]]) -> None:
             k.outage_s = round(first_end - k.at, 3)
 
 
-def _hammer(plan: Plan, server: Server, db: Db, members: list[Any], data_dir: Path, rng: random.Random, say: Any) -> tuple[list[Kill], float]:
-    """Start the clients, kill on schedule until the end, wait for the clients."""
-    kinds = _kinds(plan)
+def _hammer(
+    plan: Plan, server: Server, db: Db, members: list[Member], data_dir: Path, rng: random.Random, say: Callable[[str], None]
+) -> tuple[list[Kill], float]:
+    """Start the clients, kill on schedule until the end, wait for the clients. If anything
+    fails on the way, the clients are stopped too."""
     began = time.monotonic()
     until = began + plan.seconds
     ctx = mp.get_context("spawn")
@@ -143,11 +147,32 @@ def _hammer(plan: Plan, server: Server, db: Db, members: list[Any], data_dir: Pa
         cp = ClientPlan(
             number=i, member=m.id, seed=m.key.seed, origin=ORIGIN, port=server.port, rate=plan.rate,
             until=until, async_share=plan.async_share, rng_seed=rng.randrange(2**32),
-            out=str(data_dir / f"client-{i:02d}.json"),
+            out=str(data_dir / f"client-{i:02d}.json"), resend_for=plan.resend_for,
         )
         p = ctx.Process(target=run_client, args=(cp,), name=f"t1-client-{i}")
         p.start()
         procs.append(p)
+    try:
+        kills = _kill_until(plan, server, db, rng, began, until, say)
+        for p in procs:
+            p.join(timeout=plan.seconds + 120)
+            if p.is_alive():
+                raise RuntimeError(f"client {p.name} did not finish")
+            if p.exitcode != 0:
+                raise RuntimeError(f"client {p.name} exited with {p.exitcode}")
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=10)
+    return kills, began
+
+
+def _kill_until(
+    plan: Plan, server: Server, db: Db, rng: random.Random, began: float, until: float, say: Callable[[str], None]
+) -> list[Kill]:
+    """Kill on schedule until the end of the run; returns what was done."""
+    kinds = _kinds(plan)
     admin = pg_admin() if plan.backend == "postgresql" else None
     # Targets come from their own stream: how many workers are alive at a kill depends on
     # timing, and must not shift the schedule of kinds and waits that the seed fixes.
@@ -172,14 +197,7 @@ def _hammer(plan: Plan, server: Server, db: Db, members: list[Any], data_dir: Pa
     finally:
         if admin is not None:
             admin.dispose()
-    for p in procs:
-        p.join(timeout=plan.seconds + 120)
-        if p.is_alive():
-            p.kill()
-            raise RuntimeError(f"client {p.name} did not finish")
-        if p.exitcode != 0:
-            raise RuntimeError(f"client {p.name} exited with {p.exitcode}")
-    return kills, began
+    return kills
 
 
 def _kind(rng: random.Random, kinds: list[str]) -> str:
@@ -268,6 +286,7 @@ def _result(
         "plan": {
             "seconds": plan.seconds, "clients": plan.clients, "rate_per_client": plan.rate, "workers": plan.workers,
             "kill_every_s": list(plan.kill_every), "min_kills": plan.min_kills, "async_share": plan.async_share,
+            "resend_for_s": plan.resend_for,
         },
         "kills": len(kills),
         "kills_by_kind": {k: sum(1 for x in kills if x.kind == k) for k in sorted({x.kind for x in kills})},
@@ -282,6 +301,9 @@ def _result(
         # a 5xx), then resent: how often the dedup path ran, and what it came to.
         "entries_with_unknown_attempt": len(ambiguous),
         "unknown_then_acknowledged": sum(1 for s in ambiguous if s["outcome"] in ("sealed", "queued")),
+        # Entries whose outcome stayed unknown (no resend answered): stored once, or not at all.
+        "unknown_present": findings["unknown_present"],
+        "unknown_absent": findings["unknown_absent"],
         "attempts_by_status": attempts,
         # Tracebacks in the server's log, by exception: reported, not judged (a worker killed
         # mid-request, a database connection terminated), but worth reading.
