@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export FILIERA_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install install-test run demo test test-fast typecheck audit-deps bench clean
+.PHONY: install install-test run demo test test-fast typecheck audit-deps bench reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ audit-deps: install-test
 ## make bench: ingest, batch and proof benchmarks beside the raw Ed25519 verify rate
 bench: install-test
 	$(BIN)/python -m bench
+
+## make reliability: TESTPLAN T1 crash hammer on SQLite and PostgreSQL, 180 s each with 20+ kill -9
+## (docs/reliability.md): a summary, and every figure in bench/out/reliability.json
+reliability: install-test
+	$(BIN)/python -m tests.reliability
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .hypothesis
