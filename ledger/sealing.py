@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from . import jcs
 from .blocks import GENESIS_PREV, BlockHeader, sign_block
@@ -713,6 +713,14 @@ class Sealer:
                         busy = self.store.has_pending(conn)
                     if busy:
                         self.seal_pending()
+                except (Unavailable, DBAPIError) as exc:
+                    # The database went away mid-round (a restart, a terminated backend, a
+                    # busy file): nothing was committed, and the next round seals the queue.
+                    if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(exc, OperationalError):
+                        log.exception("background sealing round failed")
+                    else:
+                        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                        log.warning("background sealing round interrupted, the next round retries: %s", reason)
                 except Exception:  # noqa: BLE001 - keep sealing; the next round retries
                     log.exception("background sealing round failed")
 

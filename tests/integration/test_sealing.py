@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from ledger.errors import KeyInUse, LedgerError, ParticipantExists
 from ledger.keys import SigningKey
@@ -308,6 +309,36 @@ def test_queued_entry_is_sealed_by_the_background_sealer(ledger_env: LedgerEnv, 
     with sealer.store.read() as conn:
         assert not sealer.store.has_pending(conn)
     check_chain(ledger_env.settings)
+
+
+def test_background_sealer_outlives_a_lost_database_connection(
+    ledger_env: LedgerEnv, open_sealer: Callable[..., Sealer], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A round cut by the database (a terminated backend, a restart: OperationalError) is a
+    warning without a traceback, and the next round seals the queue."""
+    sealer, background = open_sealer(), open_sealer()
+    real = background.store.has_pending
+    failures = iter([True, True])
+
+    def flaky(conn: Any) -> bool:
+        if next(failures, False):
+            raise OperationalError("SELECT 1", {}, Exception("terminating connection due to administrator command"))
+        return real(conn)
+
+    monkeypatch.setattr(background.store, "has_pending", flaky)
+    out = sealer.submit(register(ledger_env.admin, Member("after-cut"), ["producer"]), wait=False)
+    assert out.id
+    with caplog.at_level("WARNING", logger="filiera.sealing"):
+        background.start_background(0.05)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _count(sealer, out.id) == 0:
+            time.sleep(0.05)
+        background.stop_background()
+    assert _count(sealer, out.id) == 1
+    cut = [r for r in caplog.records if "interrupted" in r.getMessage()]
+    assert len(cut) == 2 and all(r.levelname == "WARNING" and r.exc_info is None for r in cut)
+    assert "administrator command" in cut[0].getMessage()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 # --- a crash between queueing and sealing --------------------------------------------------
