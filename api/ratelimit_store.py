@@ -75,7 +75,11 @@ class SqlStorage(Storage):
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._create()
+        try:
+            self._create()
+        except BaseException:
+            self.engine.dispose()
+            raise
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
     def _create(self) -> None:
