@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from flask import Flask, request
+from flask import Flask, Response, request
 
 from ledger.config import Settings
 from ledger.errors import ReadOnlyNode
@@ -34,7 +34,7 @@ def register(app: Flask, settings: Settings) -> None:
     not have keeps its 404 or 405: routing has failed before this hook runs."""
 
     @app.before_request
-    def _refuse_writes():  # type: ignore[no-untyped-def]
+    def _refuse_writes() -> Response | None:
         if request.method in _SAFE_METHODS or request.routing_exception is not None:
             return None
         primary = settings.primary_url
