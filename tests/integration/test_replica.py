@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -52,7 +53,6 @@ from .conftest import FILIERA, REPO, Server, free_port, server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-REQUIRED = os.environ.get("FILIERA_REQUIRE_PG_BINARIES") == "1"
 PROGRAMS = ("initdb", "pg_ctl", "pg_basebackup")
 REPLAY_LIMIT_S = 120.0
 THREADS = 4
@@ -61,7 +61,7 @@ OUT_DIR = REPO / "bench" / "out"
 
 
 def _unavailable(reason: str) -> None:
-    if REQUIRED:
+    if os.environ.get("FILIERA_REQUIRE_PG_BINARIES") == "1":
         pytest.fail(f"{reason} (FILIERA_REQUIRE_PG_BINARIES=1: apt-get install postgresql)")
     pytest.skip(reason)
 
@@ -267,7 +267,10 @@ class _LagSampler:
         try:
             while not self._stop.is_set():
                 try:
-                    primary, replica = (self._size(s) for s in self.nodes)
+                    # The replica first: the gap includes whatever the primary sealed
+                    # between the two reads, so it bounds the replica's lag from above.
+                    replica = self._size(self.nodes[1])
+                    primary = self._size(self.nodes[0])
                     self.size_gaps.append(primary - replica)
                     with engine.connect() as conn:
                         lag = conn.execute(
@@ -456,3 +459,12 @@ def test_a_rate_limit_store_on_a_standby_is_refused(replication: Replication, tm
     )
     with pytest.raises(ConfigurationError, match="read-only standby"):
         ratelimits.register(Flask(__name__), settings)
+
+
+@pytest.mark.parametrize("required", ["1", ""])
+def test_missing_server_programs_skip_the_test_or_fail_it_in_ci(monkeypatch: pytest.MonkeyPatch, required: str) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "PROGRAMS", ("initdb-that-is-not-installed",))
+    monkeypatch.setenv("FILIERA_REQUIRE_PG_BINARIES", required)
+    expected = pytest.fail.Exception if required else pytest.skip.Exception
+    with pytest.raises(expected, match="not installed"):
+        _bin_dir()
