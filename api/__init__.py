@@ -74,7 +74,8 @@ def create_app(
     UnsafeConfiguration, NotInitialised) rather than serve a ledger it cannot keep safe.
 
     With a witness policy, a witnessing thread runs too (``background_witnessing``, default:
-    as ``background_sealing``)."""
+    as ``background_sealing``). A read-only node (``settings.read_only``) runs neither and
+    refuses every write (api/readonly.py)."""
     # Imported here, not at the top: gunicorn's master imports this package (its logger class)
     # before it sets PROMETHEUS_MULTIPROC_DIR, which prometheus_client reads when imported.
     from . import ops
@@ -95,10 +96,12 @@ def create_app(
         store.dispose()
         raise
     sealer = Sealer(store, signing_key=key, clock=clock, seal_timeout=settings.seal_timeout)
-    if background_sealing:
+    # A read-only node (a replica's database) seals nothing and leaves witnessing to the
+    # nodes that write: its sealer only answers receipts and lends its clock.
+    if background_sealing and not settings.read_only:
         sealer.start_background(settings.seal_interval)
     witnessing = None
-    if witness_policy is not None:
+    if witness_policy is not None and not settings.read_only:
         witnessing = Witnessing(
             store, witness_policy, timeout=settings.witness_timeout, interval=settings.witness_interval,
             refresh=settings.witness_refresh,
@@ -109,10 +112,19 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["filiera"] = Services(settings, store, sealer, key.public_key, witness_policy, witnessing)
+    svc = Services(settings, store, sealer, key.public_key, witness_policy, witnessing)
+    if settings.read_only:
+        from .readonly import LocalNonces
+
+        svc.remember_nonce = LocalNonces(settings.run_dir).remember
+    app.extensions["filiera"] = svc
     problems.register(app)
     # Request ids and logs, metrics, rate limits, health, security headers: api/ops.py.
     ops.register(app, settings)
+    if settings.read_only:
+        from . import readonly
+
+        readonly.register(app, settings)
 
     from .routes import (
         analytics, blocks, dashboard, engagement, entries, epcis, export, ledger, lots, meta, participants, proofs,

@@ -68,7 +68,7 @@ def _authenticate() -> Member:
         assert key is not None
         participant = svc.store.participant(conn, key.participant)
         assert participant is not None
-    svc.store.remember_nonce(verified.nonce, verified.key_id, int(time.time()))
+    svc.record_nonce(verified.nonce, verified.key_id, int(time.time()))
     return Member(participant, verified.key_id)
 
 

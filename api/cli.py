@@ -269,13 +269,20 @@ def submit(files: tuple[str, ...], url: str, is_async: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--read-only", is_flag=True,
+    help="A read-only node (FILIERA_READ_ONLY=1), e.g. on a streaming replica: no writes, 503 to every write.",
+)
 @click.pass_obj
-def serve(obj: _Ctx, host: str, port: int, workers: int) -> None:
+def serve(obj: _Ctx, host: str, port: int, workers: int, read_only: bool) -> None:
     """Serve the API with gunicorn (config: api/gunicorn.conf.py)."""
     from api import create_app
 
     import dataclasses
     import tempfile
+
+    if read_only:
+        obj.settings = dataclasses.replace(obj.settings, read_only=True)
 
     # Fail here, with a clear message, rather than in every worker. A scratch run directory
     # stands in for the one api/gunicorn.conf.py makes, so the rate-limit store is tried too.
@@ -292,10 +299,13 @@ def serve(obj: _Ctx, host: str, port: int, workers: int) -> None:
     env["FILIERA_DATABASE_URL"] = obj.settings.database_url
     env["FILIERA_LEDGER_KEY_FILE"] = str(obj.settings.ledger_key_file.resolve())
     env["FILIERA_WEBHOOK_KEY_FILE"] = str(obj.settings.webhook_key_file.resolve())
+    if obj.settings.read_only:
+        env["FILIERA_READ_ONLY"] = "1"
     if obj.settings.witness_policy is not None:
         env["FILIERA_WITNESS_POLICY"] = str(obj.settings.witness_policy.resolve())
     args = [sys.executable, "-m", "gunicorn", "-c", str(conf), "--bind", f"{host}:{port}", "--workers", str(workers), "--chdir", str(Path(__file__).resolve().parents[1])]
-    click.echo(f"serving {redacted_url(obj.settings.database_url)} on http://{host}:{port} with {workers} workers")
+    mode = " (read-only)" if obj.settings.read_only else ""
+    click.echo(f"serving {redacted_url(obj.settings.database_url)}{mode} on http://{host}:{port} with {workers} workers")
     os.execve(sys.executable, args, env)
 
 

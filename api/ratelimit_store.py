@@ -75,10 +75,23 @@ class SqlStorage(Storage):
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._create()
+        try:
+            self._create()
+        except BaseException:
+            self.engine.dispose()
+            raise
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
     def _create(self) -> None:
+        """Raises ValueError for a database that cannot take a write: a hot standby would fail
+        every hit, and a limit that cannot count protects nothing."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                if conn.execute(text("SELECT pg_is_in_recovery()")).scalar_one():
+                    raise ValueError(
+                        "the database is a read-only standby; name a writable one (e.g. the "
+                        "primary) or leave FILIERA_RATE_LIMIT_STORAGE unset for per-node counters"
+                    )
         try:
             with self.engine.begin() as conn:
                 conn.execute(text(_CREATE))

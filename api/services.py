@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,12 @@ class Services:
     ledger_key: PublicKey | None
     witness_policy: WitnessPolicy | None = None
     witnessing: Witnessing | None = None
+    # Records a signed request's nonce (raises RequestReplayed for one seen before): the
+    # ledger's database on a primary, the node's own file on a read-only node.
+    remember_nonce: Callable[[str, str, int], None] | None = None
+
+    def record_nonce(self, nonce: str, key_id: str, now: int) -> None:
+        (self.remember_nonce or self.store.remember_nonce)(nonce, key_id, now)
 
 
 def services() -> Services:

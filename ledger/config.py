@@ -53,6 +53,8 @@ SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
     "FILIERA_WEBHOOK_TIMEOUT": ("webhook_timeout", "seconds a webhook endpoint has to answer (15)"),
     "FILIERA_WEBHOOK_RETRY_BASE": ("webhook_retry_base", "seconds before the first retry of a failed delivery (5)"),
     "FILIERA_WEBHOOK_RETRY_MAX": ("webhook_retry_max", "longest pause between retries, in seconds (3600)"),
+    "FILIERA_READ_ONLY": ("read_only", "1: a read-only node (e.g. on a streaming replica): no writes, 503 read_only_node to writes (0)"),
+    "FILIERA_PRIMARY_URL": ("primary_url", "base URL of the node that takes writes, named by a read-only node's 503s (none)"),
 }
 
 LOG_FORMATS = ("json", "text")
@@ -115,6 +117,8 @@ class Settings:
     webhook_timeout: float = 15.0
     webhook_retry_base: float = 5.0
     webhook_retry_max: float = 3600.0
+    read_only: bool = False
+    primary_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -143,6 +147,8 @@ class Settings:
             "witness_policy": Path(env["FILIERA_WITNESS_POLICY"]) if env.get("FILIERA_WITNESS_POLICY") else None,
             "public_url": env.get("FILIERA_PUBLIC_URL", ""),
             "webhook_allow_private": _flag(env, "FILIERA_WEBHOOK_ALLOW_PRIVATE"),
+            "read_only": _flag(env, "FILIERA_READ_ONLY"),
+            "primary_url": env.get("FILIERA_PRIMARY_URL", ""),
         }
         if "FILIERA_LOG_CLIENT_IPS" in env:
             switch = _SWITCH.get(env["FILIERA_LOG_CLIENT_IPS"].strip().lower())
@@ -188,6 +194,7 @@ class Settings:
             settings,
             database_url=normalise_database_url(settings.database_url),
             public_url=_public_url(settings.public_url),
+            primary_url=_base_url(settings.primary_url, "FILIERA_PRIMARY_URL", "https://ledger.example.com"),
         )
 
     def _check(self) -> None:
@@ -220,11 +227,15 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 def _public_url(value: str) -> str:
     """The public base URL without a trailing slash; it is printed on labels, so only an
     absolute http(s) URL without query or fragment will do. Raises ConfigurationError."""
+    return _base_url(value, "FILIERA_PUBLIC_URL", "https://trace.example.com")
+
+
+def _base_url(value: str, name: str, example: str) -> str:
+    """An absolute http(s) base URL without query or fragment, minus its trailing slash ("" if
+    unset). Raises ConfigurationError."""
     if not value:
         return ""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise ConfigurationError(
-            f"FILIERA_PUBLIC_URL must be an absolute http(s) URL such as https://trace.example.com, got {value!r}"
-        )
+        raise ConfigurationError(f"{name} must be an absolute http(s) URL such as {example}, got {value!r}")
     return value.rstrip("/")

@@ -90,6 +90,7 @@ __all__ = [
     "UnsafeConfiguration",
     "SealTimeout",
     "ParquetUnavailable",
+    "ReadOnlyNode",
     # verification failures (raised by verify/audit; never by a request)
     "InvalidProof",
     "InvalidCheckpoint",
@@ -550,6 +551,11 @@ class SealTimeout(Unavailable):
 class ParquetUnavailable(Unavailable):
     code = "parquet_unavailable"
     title = "Parquet export not installed"
+
+
+class ReadOnlyNode(Unavailable):
+    code = "read_only_node"
+    title = "Read-only node"
 
 
 # --- verification ------------------------------------------------------------------------

@@ -4,7 +4,8 @@
   means "restart me", so it must not fail for a database outage a restart cannot fix.
 - ``/v1/health/ready``: this worker can serve: the database answers, the ledger has a genesis
   block, and the intake queue drains (its oldest entry waited less than
-  ``FILIERA_READY_MAX_PENDING_AGE`` seconds). 503 otherwise: take the worker out of rotation.
+  ``FILIERA_READY_MAX_PENDING_AGE`` seconds; not checked on a read-only node, which seals
+  nothing). 503 otherwise: take the worker out of rotation.
 - ``/v1/health``: the normative summary (database reachable, tree size); 200 or 503 like
   readiness, without the queue check.
 
@@ -67,21 +68,22 @@ def ready() -> tuple[Response, int]:
     """200 when the database answers, the ledger has a genesis block and the oldest queued
     entry is younger than FILIERA_READY_MAX_PENDING_AGE; 503 naming the failed check."""
     svc = services()
-    checks = {"database": "ok", "genesis": "ok", "queue": "ok"}
+    # A read-only node drains no queue: the primary's readiness reports it.
+    checks = {"database": "ok", "genesis": "ok"} if svc.settings.read_only else {"database": "ok", "genesis": "ok", "queue": "ok"}
     body: dict[str, object] = {"height": None, "tree_size": None, "pending": None, "oldest_pending_age": None}
     try:
         with svc.store.read() as conn:
             head = svc.store.head(conn)
             depth, oldest = svc.store.pending_depth(conn)
     except SQLAlchemyError:
-        checks.update(database="unreachable", genesis="unknown", queue="unknown")
+        checks.update({name: "unknown" for name in checks}, database="unreachable")
         return jsonify(status="unavailable", database="unreachable", checks=checks, **body), 503
     body["pending"] = depth
     if head is None:
         checks["genesis"] = "missing: run `filiera init`"
     else:
         body.update(height=head.height, tree_size=head.tree_size)
-    if oldest is not None:
+    if oldest is not None and "queue" in checks:
         age = (svc.sealer.clock.now() - parse_time(oldest, field="received_at")).total_seconds()
         body["oldest_pending_age"] = round(max(0.0, age), 3)
         limit = svc.settings.ready_max_pending_age

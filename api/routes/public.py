@@ -228,7 +228,8 @@ def _render(lot: str, *, gtin: str | None) -> Response:
     resp = Response(html, mimetype="text/html")
     # The story grows with every block, so a cached page would be stale at once.
     resp.headers["Cache-Control"] = "no-cache"
-    if request.method == "GET":
+    # A read-only node cannot write the count; its views go uncounted (docs/operations.md).
+    if request.method == "GET" and not svc.settings.read_only:
         country, region = origin_labels(p)
         resp.call_on_close(_counter(svc.store, svc.sealer.clock, lot=lot, product=p.product or "", country=country, region=region))
     return resp

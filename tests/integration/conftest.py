@@ -198,13 +198,17 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     loopback port, wait for ``/v1/health``, and stop it at teardown."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(settings: Settings, *, workers: int = 3, env: dict[str, str] | None = None, via_cli: bool = False) -> Server:
-        """``via_cli``: run ``filiera serve`` (its pre-flight check, then it execs gunicorn)."""
+    def start(
+        settings: Settings, *, workers: int = 3, env: dict[str, str] | None = None, via_cli: bool = False,
+        serve_args: Sequence[str] = (),
+    ) -> Server:
+        """``via_cli``: run ``filiera serve`` (its pre-flight check, then it execs gunicorn),
+        with ``serve_args`` (e.g. ``--read-only``) on its command line."""
         for _attempt in range(3):  # the free port may be taken between probe and bind
             port = free_port()
             log = tmp_path / f"gunicorn-{port}.log"
             if via_cli:
-                args = [FILIERA, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+                args = [FILIERA, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *serve_args]
             else:
                 args = [
                     sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
