@@ -490,7 +490,8 @@ class Store:
         found: dict[NodeId, bytes] = {}
         if wanted and self.dialect == "postgresql":
             arrays = {"levels": [lv for lv, _ in wanted], "idxs": [ix for _, ix in wanted]}
-            return {(r.level, r.idx): bytes(r.hash) for r in conn.execute(_NODES_POSTGRESQL, arrays)}
+            rows = conn.execute(_NODES_POSTGRESQL, arrays)
+            return {(r.level, r.idx): bytes(r.hash) for r in rows if isinstance(r.hash, (bytes, bytearray, memoryview))}
         for i in range(0, len(wanted), 200):
             chunk = wanted[i : i + 200]
             params: dict[str, int] = {}
