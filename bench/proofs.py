@@ -42,6 +42,7 @@ def _stats(samples_ms: list[float]) -> dict[str, float]:
     return {
         "n": len(samples_ms),
         "p50_ms": round(percentile(samples_ms, 50), 4),
+        "p95_ms": round(percentile(samples_ms, 95), 4),
         "p99_ms": round(percentile(samples_ms, 99), 4),
         "max_ms": round(max(samples_ms), 4),
     }
