@@ -143,7 +143,9 @@ def _scale(results: dict[str, Any]) -> list[str]:
                     cells.append("–")
             rows.append([label, *cells, target])
 
-        big = lambda r: r["tree_size"] >= 1_000_000  # noqa: E731 - the issue's targets are at 1M
+        def big(r: dict[str, Any]) -> bool:
+            return bool(r["tree_size"] >= 1_000_000)  # the issue's targets are at 1M
+
         pt = t["proof_ms_at_1m"]
         for kind, label in (("inclusion_http", "inclusion proof, test client"), ("inclusion_direct", "inclusion proof, store + merkle"),
                             ("consistency_http", "consistency proof, test client"), ("consistency_direct", "consistency proof, store + merkle")):
@@ -260,6 +262,29 @@ def _reliability_row(path: Path) -> str | None:
             f"{'; '.join(figures) or 'no results'}; seed {doc.get('seed', '?')} | `bench/out/reliability.json` of {when} |")
 
 
+def _t9_row(out: Path) -> str | None:
+    """The T9 row from the JSON ``tests/integration/test_load.py`` writes, if any."""
+    found = sorted(out.glob("t9_*.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return None
+    latest: dict[str, dict[str, Any]] = {}
+    for f in found:  # the newest file of each backend
+        r = json.loads(f.read_text(encoding="utf-8"))
+        latest[r.get("backend", f.stem)] = r
+    figures, dates = [], []
+    for backend, r in latest.items():
+        o = r.get("overall", {})
+        figures.append(
+            f"{LABELS.get(backend, backend)}: {r.get('client_threads')} threads x {r.get('appends_per_thread')} x "
+            f"{r.get('repetitions')} reps over {r.get('workers')} workers, {o.get('appends', '?')} appends, "
+            f"{_n(o.get('throughput_per_s'), ',.0f')}/s, p50 {_n(o.get('latency_p50_ms'), '.0f')} / p99 {_n(o.get('latency_p99_ms'), '.0f')} ms, "
+            f"5xx {r.get('server_5xx')}, chain verified ({_get(r, 'chain', 'entries')} entries)"
+        )
+        dates.append(str(r.get("recorded_at", "?")))
+    return (f"| T9 | concurrent appends without kills | `tests/integration/test_load.py` (`make test`) | "
+            f"{'; '.join(figures)} | `bench/out/t9_*.json` of {', '.join(dates)} |")
+
+
 def write_results_md(results: dict[str, Any], path: Path, *, reliability: Path | None = None) -> None:
     """Replace the generated part of ``path`` (created with its markers if missing)."""
     body = render_markdown(results)
@@ -269,9 +294,12 @@ def write_results_md(results: dict[str, Any], path: Path, *, reliability: Path |
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     text = f"{head}{BEGIN}\n{body}{END}{tail}"
-    row = _reliability_row(reliability) if reliability is not None else None
-    if row is not None:
-        text = "\n".join(row if line.startswith(T1_ROW) else line for line in text.split("\n"))
+    rows = {T1_ROW: _reliability_row(reliability) if reliability is not None else None}
+    if reliability is not None:
+        rows["| T9 |"] = _t9_row(reliability.parent)
+    for prefix, row in rows.items():
+        if row is not None:
+            text = "\n".join(row if line.startswith(prefix) else line for line in text.split("\n"))
     path.write_text(text, encoding="utf-8")
 
 

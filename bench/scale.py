@@ -178,10 +178,10 @@ def _ensure_ledger(size: int, *, version: str, cache: Path, pool: Any, log: Log)
     path = cache / f"ledger-{size}-{version}"
     meta_file = path / "meta.json"
     if meta_file.exists():
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        meta["reused"] = True
-        log(f"    cached ledger of {size:,} entries reused: {path} (built {meta['built_at']})")
-        return path, meta
+        cached: dict[str, Any] = json.loads(meta_file.read_text(encoding="utf-8"))
+        cached["reused"] = True
+        log(f"    cached ledger of {size:,} entries reused: {path} (built {cached['built_at']})")
+        return path, cached
     smaller = sorted(
         (int(p.name.split("-")[1]), p) for p in cache.glob(f"ledger-*-{version}")
         if (p / "meta.json").exists() and int(p.name.split("-")[1]) < size
@@ -317,7 +317,7 @@ def _measure(settings: Any, size: int, *, opts: dict[str, Any], pool: Any, rng: 
     from api import create_app
     from ledger.keys import read_key_file
 
-    from .proofs import _time_proofs
+    from .proofs import time_proofs
     from .provenance import add_lineage, time_provenance
 
     res: dict[str, Any] = {"tree_size": size, "db_bytes": _db_bytes(settings)}
@@ -325,7 +325,7 @@ def _measure(settings: Any, size: int, *, opts: dict[str, Any], pool: Any, rng: 
     svc = app.extensions["filiera"]
     try:
         t = time.perf_counter()
-        res["proofs"] = _time_proofs(app, svc.store, size, opts["samples"], rng)
+        res["proofs"] = time_proofs(app, svc.store, size, opts["samples"], rng)
         log(f"    {backend} {size:,}: proofs in {time.perf_counter() - t:.0f} s: inclusion p95 "
             f"{res['proofs']['inclusion_http']['p95_ms']:.2f} ms, consistency p95 "
             f"{res['proofs']['consistency_http']['p95_ms']:.2f} ms (test client)")
