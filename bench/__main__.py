@@ -34,7 +34,7 @@ from typing import Any
 
 from . import baseline, machine
 from .report import render
-from .results_md import write_results_md
+from .results_md import carry_over, write_results_md
 
 OUT = Path(__file__).resolve().parent / "out"
 DEFAULT_PG = os.environ.get("FILIERA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -257,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     _ratios(results)
     path = a.out / "results.json"
+    if path.exists() and not a.quick:
+        try:  # a partial run keeps the previous run's other sections, marked as carried over
+            carry_over(results, json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as exc:
+            log(f"previous {path} not carried over: {exc!r}")
     path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print()
     print(render(results))

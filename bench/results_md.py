@@ -14,7 +14,17 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_markdown", "write_results_md"]
+__all__ = ["carry_over", "render_markdown", "write_results_md"]
+
+# What each section of a run writes in results.json: (section, where).
+_SECTIONS = {
+    "single": ("backends", "single"),
+    "batch": ("backends", "batch"),
+    "demo": ("backends", "demo"),
+    "proofs": ("scale",),
+    "audit": ("audit",),
+    "provenance": ("provenance",),
+}
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 T1_ROW = "| T1 |"
@@ -218,6 +228,27 @@ def _provenance_demo(results: dict[str, Any]) -> list[str]:
     return ["### Provenance on a realistic demo ledger", "", *_table(["backend", "tree size", "entries", "p50 / p95 / p99 ms"], rows)]
 
 
+def carry_over(results: dict[str, Any], previous: dict[str, Any]) -> None:
+    """Copy into ``results`` the sections ``previous`` has and ``results`` did not run, so that
+    a partial run keeps the rest of the table; ``results["carried"]`` says from which run."""
+    ran = set(results["config"]["only"].split(","))
+    carried = results.setdefault("carried", {})
+    for section, where in _SECTIONS.items():
+        if section in ran:
+            continue
+        when = previous.get("carried", {}).get(section, previous.get("started"))
+        if where[0] == "backends":
+            for backend, res in (previous.get("backends") or {}).items():
+                if where[1] in res and where[1] not in results["backends"].get(backend, {}):
+                    results["backends"].setdefault(backend, {})[where[1]] = res[where[1]]
+                    carried[section] = when
+        elif where[0] in previous and where[0] not in results:
+            results[where[0]] = previous[where[0]]
+            carried[section] = when
+    if "carried" in results and not results["carried"]:
+        del results["carried"]
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     """The generated part of results.md (without its markers)."""
     c = results["config"]
@@ -235,9 +266,20 @@ def render_markdown(results: dict[str, Any]) -> str:
         *_provenance_demo(results),
     ]
     ran = set(c["only"].split(","))
-    missing = [s for s in ("baseline", "single", "batch", "proofs", "demo", "audit", "provenance") if s not in ran]
+    carried = results.get("carried") or {}
+    if carried:
+        by_run: dict[str, list[str]] = {}
+        for section, when in carried.items():
+            by_run.setdefault(str(when), []).append(section)
+        lines += [
+            "Carried over from earlier runs (not measured in this one; their ratios are to that run's "
+            "baseline, not to the one above): "
+            + "; ".join(f"{', '.join(v)} from the run of {k}" for k, v in sorted(by_run.items())) + ".",
+            "",
+        ]
+    missing = [s for s in ("baseline", "single", "batch", "proofs", "demo", "audit", "provenance") if s not in ran and s not in carried]
     if missing:
-        lines += [f"Sections not run in this run: {', '.join(missing)} (see the README for their options).", ""]
+        lines += [f"Sections not in this table: {', '.join(missing)} (not run; see the README for their options).", ""]
     for e in results["errors"]:
         lines.append(f"- **error:** {e}")
     return "\n".join(lines).rstrip() + "\n"
@@ -304,14 +346,18 @@ def write_results_md(results: dict[str, Any], path: Path, *, reliability: Path |
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.results_md [results.json]``: rewrite results.md from a saved run."""
+    """``python -m bench.results_md [results.json [older.json ...]]``: rewrite results.md from a
+    saved run, with the sections it did not run taken from the older ones (newest first)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
     here = Path(__file__).resolve().parent
-    src = Path(args[0]) if args else here / "out" / "results.json"
-    write_results_md(json.loads(src.read_text(encoding="utf-8")), here / "results.md", reliability=here / "out" / "reliability.json")
-    print(f"{here / 'results.md'} rewritten from {src}")
+    files = [Path(a) for a in args] or [here / "out" / "results.json"]
+    results = json.loads(files[0].read_text(encoding="utf-8"))
+    for older in files[1:]:
+        carry_over(results, json.loads(older.read_text(encoding="utf-8")))
+    write_results_md(results, here / "results.md", reliability=here / "out" / "reliability.json")
+    print(f"{here / 'results.md'} rewritten from {', '.join(map(str, files))}")
     return 0
 
 
