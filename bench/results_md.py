@@ -181,6 +181,7 @@ def _scale(results: dict[str, Any]) -> list[str]:
         if v1:
             row("append in batches: entries/s ÷ 1-core Ed25519 verify/s", lambda r: f"{r['append']['batch']['entries_per_s'] / v1:.3f}")
         row("append rounds, entries/s (batch; single)", lambda r: ", ".join(f"{x:,.0f}" for x in r["append"]["batch"]["rounds_entries_per_s"]) + "; " + ", ".join(f"{x:,.0f}" for x in r["append"]["single"]["rounds_entries_per_s"]))
+        row("append warm-up round (not counted), entries/s (batch; single)", lambda r: f"{r['append']['batch']['warmup_entries_per_s']:,.0f}; {r['append']['single']['warmup_entries_per_s']:,.0f}")
         row("database size on disk, MiB", lambda r: f"{r['db_bytes'] / 2**20:,.0f}")
         row("ledger", lambda r: r["built_by"] + (f", COPY {r['copy']['copy_s']:,.0f} s + ANALYZE {r['copy']['analyze_s']:,.0f} s" if "copy" in r else ""))
         row("bench process peak RSS so far, MiB", lambda r: f"{r['max_rss_mb']:,.0f}")
