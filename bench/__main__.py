@@ -5,7 +5,9 @@ Sections (all in one run, so every ratio has its baseline from the same minutes)
 1. baseline  raw PyNaCl Ed25519 verify rate, 1 process and 2 processes, 300-byte message
 2. single    POST /v1/entries from concurrent client processes to ``filiera serve``
 3. batch     POST /v1/entries/batch, 1,000 entries a request
-4. proofs    inclusion and consistency proofs on ledgers of 10k and 100k entries
+4. proofs    ledgers of 10k, 100k and 1M entries (built once, cached in bench/out/cache/): at each
+             size, inclusion and consistency proof latency, append cost (batch and single-entry
+             submit_batch) and the provenance of a 10-step lineage (bench/scale.py)
 5. demo      realistic mix: `filiera demo --lots N` built in-process (100,000 lots by default)
 6. provenance  GET /v1/lots/{lot}/provenance of a 10-step lineage added to the audit section's
              million-entry demo (SQLite) and to a fresh demo on PostgreSQL, p50/p95/p99
@@ -13,6 +15,7 @@ Sections (all in one run, so every ratio has its baseline from the same minutes)
              beside the raw verify rate of all cores, and the peak memory of its process tree
 
 Sections 2-5 run on SQLite and on PostgreSQL (the 100k demo on SQLite only, unless --demo-pg).
+Besides results.json, a run rewrites the generated part of bench/results.md (--results-md).
 See bench/README.md.
 """
 
@@ -31,6 +34,7 @@ from typing import Any
 
 from . import baseline, machine
 from .report import render
+from .results_md import carry_over, write_results_md
 
 OUT = Path(__file__).resolve().parent / "out"
 DEFAULT_PG = os.environ.get("FILIERA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -39,6 +43,8 @@ TARGETS = {
     "single_entries_per_s": 1000.0,
     "batch_ratio_to_2core_verify": 0.25,
     "proof_ms_at_100k": 2.0,
+    "proof_ms_at_1m": 2.0,
+    "append_ratio_1m_to_10k": 1.0,
     "audit_ratio_to_all_core_verify": 0.70,
     "audit_peak_mb": 300.0,
     "provenance_p95_ms": 20.0,
@@ -63,27 +69,47 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch-clients", type=int, default=2, help="concurrent batch clients")
     ap.add_argument("--batches", type=int, default=3, help="batch requests per batch client")
     ap.add_argument("--batch-size", type=int, default=1000)
-    ap.add_argument("--sizes", default="10000,100000", help="ledger sizes for proof latency")
+    ap.add_argument("--sizes", default="10000,100000,1000000", help="ledger sizes for proofs, append cost and provenance")
     ap.add_argument("--samples", type=int, default=400, help="proofs timed per kind and size")
+    ap.add_argument("--cache", type=Path, default=OUT / "cache", help="where built ledgers are kept (by size and code version)")
+    ap.add_argument("--build-only", action="store_true", help="only build the cached ledgers of --sizes, then exit")
+    ap.add_argument("--append-rounds", type=int, default=3, help="rounds of the append-cost measurement (the median is reported)")
+    ap.add_argument("--append-batches", type=int, default=20, help="submit_batch calls per append round")
+    ap.add_argument("--append-batch-size", type=int, default=100, help="fresh entries per append submit_batch call")
+    ap.add_argument("--append-singles", type=int, default=100, help="single-entry appends per round")
+    ap.add_argument("--results-md", type=Path, default=Path(__file__).resolve().parent / "results.md",
+                    help="markdown report whose generated part this run rewrites (not with --quick unless given)")
+    ap.add_argument("--no-results-md", action="store_true", help="do not touch the markdown report")
     ap.add_argument("--verify-seconds", type=float, default=3.0)
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers of the server")
     ap.add_argument("--quick", action="store_true", help="a short smoke run (small sizes, short runs)")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
+    if a.quick and "--results-md" not in (argv if argv is not None else sys.argv[1:]):
+        a.no_results_md = True
     if a.quick:
         a.seconds, a.per_client, a.batches, a.sizes, a.samples, a.verify_seconds = 4.0, 400, 1, "2000,5000", 100, 1.0
         a.demo_lots, a.demo_pg_lots, a.audit_lots, a.provenance_pg_lots, a.provenance_samples = 1_000, 500, 2_000, 500, 50
+        a.append_rounds, a.append_batches, a.append_singles = 2, 5, 20
     return a
 
 
 def main(argv: list[str] | None = None) -> int:
     from .ingest import register_members, run_batch, run_single
-    from .proofs import run_proofs
+    from .scale import run_scale
     from .server import serve
     from .workload import database, init_ledger_cli
 
     a = _args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.build_only:
+        from .scale import build_ledgers
+
+        t0 = time.monotonic()
+        for meta in build_ledgers([int(s) for s in a.sizes.split(",")], cache=a.cache,
+                                  log=lambda msg: print(f"[{time.monotonic() - t0:6.1f}s] {msg}", flush=True)):
+            print(json.dumps(meta))
+        return 0
     sections = set(a.only.split(","))
     backends = [b for b in a.backends.split(",") if b]
     started = time.monotonic()
@@ -154,13 +180,16 @@ def main(argv: list[str] | None = None) -> int:
             proof_backends = [b for b in backends if b in results["backends"] and not (b == "postgresql" and m["postgresql"] is None)]
             if proof_backends:
                 try:
-                    log(f"proofs: ledgers of {a.sizes} entries on {', '.join(proof_backends)}")
-                    found = run_proofs(
-                        proof_backends, pg_url=a.pg_url, workdir=work,
-                        sizes=[int(s) for s in a.sizes.split(",")], samples=a.samples, seed=1, log=log,
+                    log(f"proofs, append cost, provenance: ledgers of {a.sizes} entries on {', '.join(proof_backends)}")
+                    opts = {
+                        "samples": a.samples, "append_rounds": a.append_rounds, "append_batches": a.append_batches,
+                        "append_batch_size": a.append_batch_size, "append_singles": a.append_singles,
+                        "provenance_samples": a.provenance_samples,
+                    }
+                    results["scale"] = run_scale(
+                        proof_backends, sizes=[int(s) for s in a.sizes.split(",")], pg_url=a.pg_url,
+                        workdir=work, cache=a.cache, opts=opts, seed=1, log=log,
                     )
-                    for b, r in found.items():
-                        results["backends"][b]["proofs"] = r
                 except Exception as exc:  # noqa: BLE001
                     results["errors"].append(f"proofs: {exc!r}")
                     log(f"ERROR proofs: {exc!r}")
@@ -228,10 +257,18 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     _ratios(results)
     path = a.out / "results.json"
+    if path.exists() and not a.quick:
+        try:  # a partial run keeps the previous run's other sections, marked as carried over
+            carry_over(results, json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as exc:
+            log(f"previous {path} not carried over: {exc!r}")
     path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print()
     print(render(results))
     print(f"\nresults: {path}  ({results['seconds']:.0f} s in all)")
+    if not a.no_results_md:
+        write_results_md(results, a.results_md, reliability=a.out / "reliability.json")
+        print(f"markdown: {a.results_md} (generated part rewritten)")
     return 1 if results["errors"] else 0
 
 

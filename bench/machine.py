@@ -22,6 +22,17 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _ram_gib() -> float | None:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
 def postgres_version(admin_url: str) -> str | None:
     """The server's ``SHOW server_version``, or None if it cannot be reached."""
     from sqlalchemy import create_engine
@@ -44,6 +55,7 @@ def describe(pg_url: str | None) -> dict[str, Any]:
     return {
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
+        "ram_gib": _ram_gib(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),

@@ -1,0 +1,483 @@
+"""Ledgers of 10k, 100k and 1M entries: proof latency, append cost and provenance at each size.
+
+The ledgers
+-----------
+Each ledger starts as a small ``filiera demo`` (``api.demo.build_demo``, 30 lots: the
+consortium registered, its keys in the data directory, about a hundred supply-chain entries),
+then grows to its size with signed ``participant.register`` entries sealed by
+``Sealer.submit_batch`` in chunks of 2,000 (Filiera's own intake, rules and sealing, minus
+HTTP; blocks of up to 2,000 entries). Entries are signed in two worker processes, one round
+ahead of the sealing, so signing overlaps sealing; the build time reported is the wall time of
+the whole growth (signing included) and of the sealing calls alone.
+
+A built ledger is cached under ``bench/out/cache/ledger-<size>-<code version>/`` (the SQLite
+file and the key files), where the code version is a hash of ``ledger/``, ``migrations/``,
+``api/demo.py``, ``bench/workload.py`` and ``BUILD_VERSION`` below: a change to any of them builds afresh; delete the directory to
+rebuild by hand. A size missing from the cache grows from the largest cached smaller one, so a
+first run builds 10k, then 100k from it, then 1M from that. Measurements never touch the cache:
+each size is measured on a copy.
+
+At each size, on each backend
+-----------------------------
+- SQLite: a copy of the cached file. PostgreSQL: the cached ledger copied into a fresh schema
+  with ``COPY ... FROM STDIN`` (every table of the schema, row for row: the same valid ledger,
+  same ledger key), then ``ANALYZE``; the copy time is reported.
+- proofs: inclusion and consistency proof latency, p50/p95/p99, through the Flask test client
+  and as the bare store + Merkle calls (``bench.proofs``), at exactly ``size`` entries.
+- append cost: ``rounds`` rounds of ``batches`` × ``submit_batch`` of ``batch_size`` fresh
+  registrations (each call seals one block and builds each entry's receipt, ``wait=True``), and
+  ``rounds`` rounds of ``singles`` single-entry ``submit_batch`` calls (one entry, one block,
+  one receipt each), all signed beforehand; the median round's entries/s and µs per entry. One
+  more round of each runs first and is reported apart (``warmup_entries_per_s``): it pays for
+  warming the caches of a store just opened on a freshly copied file.
+- provenance: the 10-step lineage of ``bench.provenance.add_lineage`` (23 entries) is sealed,
+  then ``GET /v1/lots/{lot}/provenance`` of its final lot is timed ``samples`` times
+  (``bench.provenance.time_provenance``): p50/p95/p99.
+- the database's size on disk (SQLite file, or the schema's relations on PostgreSQL).
+
+Before measuring, what the copy left dirty is flushed (``os.sync``, and a ``CHECKPOINT`` on
+PostgreSQL): without it, the writeback of a 1.2 GB copy lands on the append measurement's
+commits. Then the file (SQLite) and the tables proofs and provenance read are read once, as on a
+server that has been up a while: otherwise a proof's first random reads of a 1.2 GB file just
+copied may go to the disk, and the disk's latency would be timed instead of Filiera.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import random
+import resource
+import shutil
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .workload import ORIGIN, database, register_envelope
+
+__all__ = ["build_ledgers", "code_version", "ensure_ledger", "run_scale"]
+
+BUILD_VERSION = "1"  # raise when _grow or ensure_ledger change what a built ledger holds
+CHUNK = 2000
+DEMO_LOTS = 30
+ROUND_CHUNKS = 10  # chunks signed per round (20,000 entries), one round ahead of sealing
+REPO = Path(__file__).resolve().parents[1]
+Log = Callable[[str], None]
+
+
+def code_version() -> str:
+    """A hash of the code that decides what a built ledger holds."""
+    h = hashlib.sha256()
+    h.update(BUILD_VERSION.encode())
+    files = sorted([*REPO.glob("ledger/**/*.py"), *REPO.glob("migrations/**/*.py"), REPO / "api" / "demo.py", REPO / "bench" / "workload.py"])
+    for f in files:
+        h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def _sign_registrations(admin_seed: bytes, first: int, count: int, prefix: str) -> list[dict[str, Any]]:
+    from ledger.keys import SigningKey
+
+    admin = SigningKey(admin_seed)
+    return [register_envelope(admin, f"{prefix}{i:07d}", SigningKey.generate()) for i in range(first, first + count)]
+
+
+def _settings(data: Path, url: str | None = None) -> Any:
+    from ledger.config import Settings
+
+    return Settings.from_env(
+        {}, data_dir=data, ledger_key_file=data / "ledger.key",
+        database_url=url or f"sqlite:///{data / 'filiera.db'}", log_level="WARNING",
+    )
+
+
+def _tree_size(settings: Any) -> int:
+    from ledger.storage.store import Store
+
+    store = Store.open(settings)
+    try:
+        with store.read() as conn:
+            head = store.head(conn)
+        return head.tree_size if head else 0
+    finally:
+        store.dispose()
+
+
+def _copy_dir(src: Path, dst: Path) -> None:
+    """Copy a closed ledger directory (database file, WAL if any, key files), modes kept."""
+    dst.mkdir(parents=True, exist_ok=True)
+    dst.chmod(0o700)
+    for f in src.iterdir():
+        if f.is_file() and f.name != "meta.json" and not f.name.endswith("-shm"):
+            shutil.copy2(f, dst / f.name)
+
+
+def _grow(data: Path, target: int, pool: Any, log: Log) -> dict[str, float]:
+    """Seal registrations into the ledger at ``data`` until it holds ``target`` entries."""
+    from ledger.keys import read_key_file
+    from ledger.sealing import Sealer
+    from ledger.storage.store import Store
+
+    settings = _settings(data)
+    admin_seed = read_key_file(data / "admin.key").signing_key.seed
+    store = Store.open(settings)
+    sealer = Sealer(store, signing_key=read_key_file(settings.ledger_key_file).signing_key)
+    started = time.perf_counter()
+    seal_s = 0.0
+    try:
+        with store.read() as conn:
+            head = store.head(conn)
+        size = head.tree_size if head else 0
+        want = target - size
+        parts = [(admin_seed, size + i, min(CHUNK, want - i), "r") for i in range(0, want, CHUNK)]
+        rounds = [parts[i:i + ROUND_CHUNKS] for i in range(0, len(parts), ROUND_CHUNKS)]
+        pending = pool.starmap_async(_sign_registrations, rounds[0]) if rounds else None
+        for k in range(len(rounds)):
+            assert pending is not None
+            chunks = pending.get()
+            pending = pool.starmap_async(_sign_registrations, rounds[k + 1]) if k + 1 < len(rounds) else None
+            t = time.perf_counter()
+            for chunk in chunks:
+                outcomes = sealer.submit_batch(chunk, wait=False, raise_first=True)
+                queued = sum(1 for o in outcomes if o.status == "pending")
+                sealed = sealer.seal_pending()
+                if len(sealed) != queued:
+                    raise RuntimeError(f"building the ledger: sealed {len(sealed)} of {queued}")
+                size += len(chunk)
+            seal_s += time.perf_counter() - t
+            if k % 5 == 4 or k + 1 == len(rounds):
+                el = time.perf_counter() - started
+                log(f"      {size:,} entries, {el:.0f} s ({(size - target + want) / el:,.0f} entries/s)")
+    finally:
+        sealer.stop_background()
+        store.dispose()
+    assert _tree_size(settings) == target, (_tree_size(settings), target)
+    return {"grow_s": round(time.perf_counter() - started, 2), "seal_s": round(seal_s, 2), "entries": want}
+
+
+def ensure_ledger(size: int, *, cache: Path, pool: Any, log: Log) -> tuple[Path, dict[str, Any]]:
+    """The cached ledger of ``size`` entries for this code version, built if missing.
+
+    One process builds a given size at a time (a lock file beside it): another run that wants
+    it waits, then reuses it."""
+    cache.mkdir(parents=True, exist_ok=True)
+    version = code_version()
+    with open(cache / f"ledger-{size}-{version}.lock", "w", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"    another run is building the {size:,}-entry ledger: waiting for it")
+            t = time.perf_counter()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            log(f"    waited {time.perf_counter() - t:,.0f} s")
+        return _ensure_ledger(size, version=version, cache=cache, pool=pool, log=log)
+
+
+def _ensure_ledger(size: int, *, version: str, cache: Path, pool: Any, log: Log) -> tuple[Path, dict[str, Any]]:
+    from api.demo import build_demo
+
+    path = cache / f"ledger-{size}-{version}"
+    meta_file = path / "meta.json"
+    if meta_file.exists():
+        cached: dict[str, Any] = json.loads(meta_file.read_text(encoding="utf-8"))
+        cached["reused"] = True
+        log(f"    cached ledger of {size:,} entries reused: {path} (built {cached['built_at']})")
+        return path, cached
+    smaller = sorted(
+        (int(p.name.split("-")[1]), p) for p in cache.glob(f"ledger-*-{version}")
+        if (p / "meta.json").exists() and int(p.name.split("-")[1]) < size
+    )
+    tmp = cache / f".building-{size}-{version}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    meta: dict[str, Any] = {"size": size, "code_version": version, "chunk": CHUNK, "demo_lots": DEMO_LOTS}
+    t0 = time.perf_counter()
+    if smaller:
+        base_size, base = smaller[-1]
+        t = time.perf_counter()
+        _copy_dir(base, tmp)
+        meta |= {"grown_from": base_size, "copy_s": round(time.perf_counter() - t, 2)}
+        log(f"    building {size:,} entries from the cached {base_size:,}")
+    else:
+        tmp.mkdir(parents=True)
+        tmp.chmod(0o700)
+        t = time.perf_counter()
+        s = build_demo(_settings(tmp), origin=ORIGIN, if_missing=False, lots=DEMO_LOTS)
+        assert s is not None
+        meta |= {"grown_from": 0, "demo_entries": s.entries, "demo_s": round(time.perf_counter() - t, 2)}
+        log(f"    building {size:,} entries: a {DEMO_LOTS}-lot demo ({s.entries} entries), then registrations")
+    meta |= _grow(tmp, size, pool, log)
+    meta["build_s"] = round(time.perf_counter() - t0, 2)
+    meta["built_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta["db_bytes"] = (tmp / "filiera.db").stat().st_size
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    tmp.rename(path)
+    meta["reused"] = False
+    log(f"    built {size:,} entries in {meta['build_s']:.0f} s (sealing {meta['seal_s']:.0f} s); cached at {path}")
+    return path, meta
+
+
+def _copy_to_postgres(sqlite_file: Path, url: str) -> dict[str, Any]:
+    """Copy every table of the SQLite ledger into the empty PostgreSQL database ``url``."""
+    from ledger.storage import schema as t
+    from ledger.storage.migrate import upgrade
+    from ledger.storage.store import Store
+
+    started = time.perf_counter()
+    target = Store.open(_settings(sqlite_file.parent, url), check=False)
+    rows_copied: dict[str, int] = {}
+    try:
+        upgrade(target.engine)
+        src = sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True)
+        try:
+            have = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            with target.engine.begin() as dconn:
+                pg = dconn.connection.driver_connection
+                assert pg is not None
+                for table in t.metadata.sorted_tables:
+                    if table.name not in have or table.name in ("pending", "alembic_version"):
+                        continue
+                    cols = [c.name for c in table.columns]
+                    quoted = ", ".join(f'"{c}"' for c in cols)
+                    n = 0
+                    cur = src.execute(f"SELECT {quoted} FROM \"{table.name}\"")  # noqa: S608 - names from our schema
+                    with pg.cursor() as pcur, pcur.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as cp:
+                        while rows := cur.fetchmany(10_000):
+                            for row in rows:
+                                cp.write_row(row)
+                            n += len(rows)
+                    rows_copied[table.name] = n
+        finally:
+            src.close()
+        copy_s = time.perf_counter() - started
+        t1 = time.perf_counter()
+        with target.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+            for name in rows_copied:  # this schema's tables only, not the whole database
+                conn.exec_driver_sql(f'ANALYZE "{name}"')
+        analyze_s = time.perf_counter() - t1
+    finally:
+        target.dispose()
+    return {"copy_s": round(copy_s, 2), "analyze_s": round(analyze_s, 2), "rows": rows_copied}
+
+
+def _db_bytes(settings: Any) -> int | None:
+    from ledger.storage.store import Store
+
+    if settings.database_url.startswith("sqlite"):
+        f = Path(settings.database_url.removeprefix("sqlite:///"))
+        return sum(p.stat().st_size for p in f.parent.glob(f.name + "*"))
+    store = Store.open(settings, check=False)
+    try:
+        with store.engine.connect() as conn:
+            v = conn.exec_driver_sql(
+                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+            ).scalar()
+        return int(v) if v is not None else None
+    finally:
+        store.dispose()
+
+
+def _append_cost(app: Any, admin_seed: bytes, *, tag: str, rounds: int, batches: int, batch_size: int, singles: int, pool: Any) -> dict[str, Any]:
+    """Median round of batch appends and of single-entry appends, each entry a fresh registration."""
+    svc = app.extensions["filiera"]
+    sealer = svc.sealer
+    per_round = batches * batch_size + singles
+    # One more round than reported: the first, on a store just opened over a freshly copied file,
+    # pays for warming SQLite's and the OS's caches; it is kept apart as ``warmup``.
+    signed = pool.starmap(_sign_registrations, [(admin_seed, r * per_round, per_round, f"{tag}-") for r in range(rounds + 1)])
+    batch_rates, single_rates = [], []
+    for envs in signed:
+        bulk, one_by_one = envs[: batches * batch_size], envs[batches * batch_size:]
+        t = time.perf_counter()
+        for i in range(0, len(bulk), batch_size):
+            out = sealer.submit_batch(bulk[i:i + batch_size], wait=True)
+            if any(o.status != "created" for o in out):
+                raise RuntimeError(f"append: {next(o for o in out if o.status != 'created')}")
+        batch_rates.append(len(bulk) / (time.perf_counter() - t))
+        t = time.perf_counter()
+        for env in one_by_one:
+            (o,) = sealer.submit_batch([env], wait=True)
+            if o.status != "created":
+                raise RuntimeError(f"append: {o}")
+        single_rates.append(len(one_by_one) / (time.perf_counter() - t))
+
+    def summary(rates: list[float], n: int) -> dict[str, Any]:
+        med = statistics.median(rates)
+        return {
+            "entries_per_round": n, "rounds": len(rates),
+            "entries_per_s": round(med, 1), "us_per_entry": round(1e6 / med, 1),
+            "rounds_entries_per_s": [round(r, 1) for r in rates],
+        }
+
+    return {
+        "batch": summary(batch_rates[1:], batches * batch_size) | {
+            "batch_size": batch_size, "batches": batches, "warmup_entries_per_s": round(batch_rates[0], 1),
+        },
+        "single": summary(single_rates[1:], singles) | {"warmup_entries_per_s": round(single_rates[0], 1)},
+    }
+
+
+def _settle(settings: Any) -> float:
+    """Flush what copying the ledger left dirty (the OS's page cache; PostgreSQL's buffers, by a
+    CHECKPOINT), so that the writeback of a 1.2 GB copy does not land on the measurement's
+    commits. Returns the seconds it took."""
+    from ledger.storage.store import Store
+
+    t = time.perf_counter()
+    os.sync()
+    if not settings.database_url.startswith("sqlite"):
+        store = Store.open(settings, check=False)
+        try:
+            with store.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+                conn.exec_driver_sql("CHECKPOINT")
+        finally:
+            store.dispose()
+        os.sync()
+    return time.perf_counter() - t
+
+
+def _warm(settings: Any) -> float:
+    """Read the tables proofs and provenance use once, as a server that has been up a while
+    has: the file just copied may not be in the OS's page cache, and random reads of a 1.2 GB
+    file from disk would be timed instead of Filiera. Returns the seconds it took."""
+    from ledger.storage.store import Store
+
+    t = time.perf_counter()
+    if settings.database_url.startswith("sqlite"):
+        with open(Path(settings.database_url.removeprefix("sqlite:///")), "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    store = Store.open(settings, check=False)
+    try:
+        with store.engine.connect() as conn:
+            for table in ("merkle_nodes", "entries", "blocks", "lots", "lot_lineage"):
+                conn.exec_driver_sql(f'SELECT count(*) FROM "{table}"').scalar()  # noqa: S608 - our names
+    finally:
+        store.dispose()
+    return time.perf_counter() - t
+
+
+def _measure(settings: Any, size: int, *, opts: dict[str, Any], pool: Any, rng: random.Random, tag: str, log: Log, backend: str) -> dict[str, Any]:
+    from api import create_app
+    from ledger.keys import read_key_file
+
+    from .proofs import time_proofs
+    from .provenance import add_lineage, time_provenance
+
+    res: dict[str, Any] = {"tree_size": size, "db_bytes": _db_bytes(settings), "settle_s": round(_settle(settings), 2)}
+    res["warm_s"] = round(_warm(settings), 2)
+    app = create_app(settings, background_sealing=False)
+    svc = app.extensions["filiera"]
+    try:
+        t = time.perf_counter()
+        res["proofs"] = time_proofs(app, svc.store, size, opts["samples"], rng)
+        log(f"    {backend} {size:,}: proofs in {time.perf_counter() - t:.0f} s: inclusion p95 "
+            f"{res['proofs']['inclusion_http']['p95_ms']:.2f} ms, consistency p95 "
+            f"{res['proofs']['consistency_http']['p95_ms']:.2f} ms (test client)")
+        admin_seed = read_key_file(settings.data_dir / "admin.key").signing_key.seed
+        res["append"] = _append_cost(
+            app, admin_seed, tag=tag, rounds=opts["append_rounds"], batches=opts["append_batches"],
+            batch_size=opts["append_batch_size"], singles=opts["append_singles"], pool=pool,
+        )
+        log(f"    {backend} {size:,}: append {res['append']['batch']['us_per_entry']:.0f} µs/entry in batches of "
+            f"{opts['append_batch_size']}, {res['append']['single']['us_per_entry']:.0f} µs/entry one by one")
+    finally:
+        svc.sealer.stop_background()
+        svc.store.dispose()
+    final = add_lineage(settings, origin=ORIGIN)
+    res["provenance"] = time_provenance(settings, final, samples=opts["provenance_samples"])
+    res["provenance"]["tree_size"] = _tree_size(settings)
+    log(f"    {backend} {size:,}: provenance ({res['provenance']['entries']} entries) p50 "
+        f"{res['provenance']['p50_ms']:.1f} ms, p95 {res['provenance']['p95_ms']:.1f} ms")
+    res["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return res
+
+
+@contextmanager
+def _working_copy(src: Path, workdir: Path, name: str) -> Iterator[Path]:
+    dst = workdir / name
+    shutil.rmtree(dst, ignore_errors=True)
+    _copy_dir(src, dst)
+    try:
+        yield dst
+    finally:
+        shutil.rmtree(dst, ignore_errors=True)
+
+
+def build_ledgers(sizes: list[int], *, cache: Path, log: Log = print) -> list[dict[str, Any]]:
+    """Only build (or find) the cached ledgers of ``sizes``, measuring nothing."""
+    with mp.get_context("spawn").Pool(2) as pool:
+        return [ensure_ledger(size, cache=cache, pool=pool, log=log)[1] for size in sizes]
+
+
+def run_scale(
+    backends: list[str],
+    *,
+    sizes: list[int],
+    pg_url: str,
+    workdir: Path,
+    cache: Path,
+    opts: dict[str, Any],
+    seed: int = 1,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Build (or reuse) each size's ledger and measure it on every backend; see the docstring."""
+    rng = random.Random(seed)
+    out: dict[str, Any] = {
+        "code_version": code_version(), "filler": "participant.register", "chunk": CHUNK,
+        "demo_lots": DEMO_LOTS, "options": opts, "ledgers": [], "backends": {b: [] for b in backends},
+    }
+    with mp.get_context("spawn").Pool(2) as pool:
+        for size in sizes:
+            t = time.perf_counter()
+            path, meta = ensure_ledger(size, cache=cache, pool=pool, log=log)
+            meta = meta | {"path": str(path), "ensure_s": round(time.perf_counter() - t, 2)}
+            out["ledgers"].append(meta)
+            for backend in backends:
+                tag = f"a{size}{backend[0]}{random.Random().randrange(10**6):06d}"
+                with _working_copy(path, workdir, f"scale-{backend}-{size}") as data:
+                    if backend == "sqlite":
+                        res = _measure(_settings(data), size, opts=opts, pool=pool, rng=rng, tag=tag, log=log, backend=backend)
+                        res["built_by"] = "submit_batch (cached)" if meta["reused"] else "submit_batch"
+                    else:
+                        (data / "filiera.db").unlink()  # the keys stay; the log is copied from the cache
+                        with database("postgresql", pg_url=pg_url, workdir=workdir) as db:
+                            log(f"    postgresql {size:,}: COPY from the cached SQLite ledger")
+                            copied = _copy_to_postgres(path / "filiera.db", db.url)
+                            log(f"      copied in {copied['copy_s']:.0f} s, ANALYZE {copied['analyze_s']:.0f} s")
+                            res = _measure(_settings(data, db.url), size, opts=opts, pool=pool, rng=rng, tag=tag, log=log, backend=backend)
+                            res["built_by"] = "copied from the SQLite ledger (COPY)"
+                            res["copy"] = copied
+                out["backends"][backend].append(res)
+    _ratios(out)
+    return out
+
+
+def _ratios(out: dict[str, Any]) -> None:
+    """Append cost at each size relative to the smallest size of the same backend."""
+    for rows in out["backends"].values():
+        if not rows:
+            continue
+        first = rows[0]
+        for r in rows:
+            for kind in ("batch", "single"):
+                a, b = _get(r, "append", kind, "us_per_entry"), _get(first, "append", kind, "us_per_entry")
+                if a and b:
+                    r["append"][kind]["ratio_to_smallest"] = round(a / b, 3)
+
+
+def _get(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
