@@ -13,6 +13,9 @@ Sections (all in one run, so every ratio has its baseline from the same minutes)
              million-entry demo (SQLite) and to a fresh demo on PostgreSQL, p50/p95/p99
 7. audit     `filiera audit` of a demo export (392,000 lots: about a million entries), entries/s
              beside the raw verify rate of all cores, and the peak memory of its process tree
+8. load      TESTPLAN T14: ramps of public GETs and of signed POSTs against `filiera serve` with
+             2 and 3 workers on each backend: requests/s, p50/p99, CPU of app, database and
+             clients, and the saturation point (bench/load.py)
 
 Sections 2-5 run on SQLite and on PostgreSQL (the 100k demo on SQLite only, unless --demo-pg).
 Besides results.json, a run rewrites the generated part of bench/results.md (--results-md).
@@ -54,7 +57,7 @@ TARGETS = {
 def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     ap.add_argument("--backends", default="sqlite,postgresql", help="comma-separated (default: both)")
-    ap.add_argument("--only", default="baseline,single,batch,proofs,demo,audit,provenance", help="sections to run")
+    ap.add_argument("--only", default="baseline,single,batch,proofs,demo,audit,provenance,load", help="sections to run")
     ap.add_argument("--provenance-pg-lots", type=int, default=20_000, help="lots of the PostgreSQL demo for provenance")
     ap.add_argument("--provenance-samples", type=int, default=300)
     ap.add_argument("--audit-lots", type=int, default=392_000, help="lots of the audited demo (about 2.6 entries each)")
@@ -80,6 +83,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--results-md", type=Path, default=Path(__file__).resolve().parent / "results.md",
                     help="markdown report whose generated part this run rewrites (not with --quick unless given)")
     ap.add_argument("--no-results-md", action="store_true", help="do not touch the markdown report")
+    ap.add_argument("--load-workers", default="2,3", help="gunicorn worker counts of the load section")
+    ap.add_argument("--load-clients", default="1,2,4,8,16", help="client processes per GET step")
+    ap.add_argument("--load-post-clients", default="1,2,4,8", help="client processes per POST step")
+    ap.add_argument("--load-seconds", type=float, default=5.0, help="length of each load step")
+    ap.add_argument("--load-demo-lots", type=int, default=200, help="lots of the demo the load section reads")
     ap.add_argument("--verify-seconds", type=float, default=3.0)
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers of the server")
     ap.add_argument("--quick", action="store_true", help="a short smoke run (small sizes, short runs)")
@@ -91,6 +99,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         a.seconds, a.per_client, a.batches, a.sizes, a.samples, a.verify_seconds = 4.0, 400, 1, "2000,5000", 100, 1.0
         a.demo_lots, a.demo_pg_lots, a.audit_lots, a.provenance_pg_lots, a.provenance_samples = 1_000, 500, 2_000, 500, 50
         a.append_rounds, a.append_batches, a.append_singles = 2, 5, 20
+        a.load_workers, a.load_clients, a.load_post_clients, a.load_seconds, a.load_demo_lots = "2", "1,2", "1,2", 2.0, 30
     return a
 
 
@@ -252,6 +261,22 @@ def main(argv: list[str] | None = None) -> int:
                 results["errors"].append(f"{backend} provenance: {exc!r}")
                 log(f"ERROR {backend} provenance: {exc!r}")
                 traceback.print_exc()
+
+    if "load" in sections:
+        from .load import run_load
+
+        load_backends = [b for b in backends if not (b == "postgresql" and m["postgresql"] is None)]
+        try:
+            results["load"] = run_load(
+                load_backends, pg_url=a.pg_url, workers=[int(w) for w in a.load_workers.split(",")],
+                clients=[int(c) for c in a.load_clients.split(",")],
+                post_clients=[int(c) for c in a.load_post_clients.split(",")],
+                seconds=a.load_seconds, demo_lots=a.load_demo_lots, out=a.out, log=log,
+            )
+        except Exception as exc:  # noqa: BLE001
+            results["errors"].append(f"load: {exc!r}")
+            log(f"ERROR load: {exc!r}")
+            traceback.print_exc()
 
     results["seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["loadavg_end"] = list(os.getloadavg())

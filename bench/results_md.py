@@ -24,6 +24,7 @@ _SECTIONS = {
     "proofs": ("scale",),
     "audit": ("audit",),
     "provenance": ("provenance",),
+    "load": ("load",),
 }
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -229,6 +230,44 @@ def _provenance_demo(results: dict[str, Any]) -> list[str]:
     return ["### Provenance on a realistic demo ledger", "", *_table(["backend", "tree size", "entries", "p50 / p95 / p99 ms"], rows)]
 
 
+def _load(results: dict[str, Any]) -> list[str]:
+    load = results.get("load") or {}
+    if not load:
+        return []
+    v2 = _get(results, "baseline", "verify_2", "per_s")
+    rows = []
+    for backend, by_workers in load.items():
+        for workers, r in by_workers.items():
+            for kind, label in (("get", "public GETs"), ("post", "signed POSTs")):
+                steps = r.get(kind) or []
+                if not steps:
+                    continue
+                best = max(steps, key=lambda s: s["per_s"])
+                sat = r.get(f"{kind}_saturation_clients")
+                cpu = best["cpu"]
+                split = f"app {cpu['server_s']:.1f} s, db {cpu.get('postgres_s', 0):.1f} s, clients {cpu['clients_s']:.1f} s"
+                ratio = f" ({best['per_s'] * 2 / v2:.2f} of 2-core verify, in signatures)" if kind == "post" and v2 else ""
+                rows.append([
+                    LABELS.get(backend, backend), workers, label,
+                    " / ".join(f"{s['per_s']:,.0f}" for s in steps),
+                    f"{best['per_s']:,.0f}{ratio}",
+                    f"{best['p50_ms']} / {best['p99_ms']}",
+                    "still growing" if sat is None else f"{sat} clients",
+                    split, str(sum(s["errors"] for s in steps)),
+                ])
+    clients = ", ".join(str(s["clients"]) for s in next(iter(next(iter(load.values())).values()))["get"])
+    return [
+        "### Load: public GETs and signed POSTs (TESTPLAN T14)",
+        "",
+        f"Each step runs its client processes for `--load-seconds`; GET steps use {clients} clients. "
+        "The GET mix is `/p/{lot}`, public provenance, `/v1/checkpoint` and inclusion proofs; POSTs "
+        "are `key.add` entries with two signatures. Saturation: the client count after which more "
+        "clients add less than 10% throughput. CPU is that of the best step.",
+        "",
+        *_table(["backend", "workers", "load", "req/s per step", "best", "p50 / p99 ms (best)", "saturation", "CPU (best step)", "errors"], rows),
+    ]
+
+
 def carry_over(results: dict[str, Any], previous: dict[str, Any]) -> None:
     """Copy into ``results`` the sections ``previous`` has and ``results`` did not run, so that
     a partial run keeps the rest of the table; ``results["carried"]`` says from which run."""
@@ -265,6 +304,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         *_scale(results),
         *_audit(results),
         *_provenance_demo(results),
+        *_load(results),
     ]
     ran = set(c["only"].split(","))
     carried = results.get("carried") or {}
@@ -278,7 +318,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             + "; ".join(f"{', '.join(v)} from the run of {k}" for k, v in sorted(by_run.items())) + ".",
             "",
         ]
-    missing = [s for s in ("baseline", "single", "batch", "proofs", "demo", "audit", "provenance") if s not in ran and s not in carried]
+    missing = [s for s in ("baseline", "single", "batch", "proofs", "demo", "audit", "provenance", "load") if s not in ran and s not in carried]
     if missing:
         lines += [f"Sections not in this table: {', '.join(missing)} (not run; see the README for their options).", ""]
     for e in results["errors"]:
