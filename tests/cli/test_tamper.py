@@ -45,7 +45,7 @@ from ledger.verify import REASONS
 
 from ..factories import ORIGIN, Member, envelope, key_add, key_revoke, payload, register
 from ..tampering import clone, connect, copy_sqlite, ledger_settings, sqlite_path, tampered
-from .conftest import ModuleDbs, on, run
+from .conftest import ModuleDbs, error_code, on, run
 
 TABLES = ("entries", "blocks", "merkle_nodes", "participants", "participant_keys", "pending")
 BLOCKS = [(0, 1), (1, 9), (9, 13), (13, 17), (17, 21), (21, 27), (27, 31)]  # [first, end) per height
@@ -721,3 +721,37 @@ def test_damaged_sqlite_file_is_a_failed_verification(tmp_path: Path) -> None:
     assert result.exit_code == 1
     out = json.loads(result.stdout)
     assert (out["code"], out["reason"], out["height"]) == ("chain_broken", "storage", None)
+
+
+# --- `filiera export` of a damaged database ----------------------------------------------------
+
+
+@pytest.mark.parametrize("checkpoint", ["intact", "null", "empty", "blob"])
+def test_export_refuses_when_neither_the_genesis_entry_nor_block_0_names_the_ledger(ledger: Ledger, tmp_path: Path, checkpoint: str) -> None:
+    """The bundle's header needs the ledger's origin: from the genesis entry or, when that is
+    unreadable, from block 0's checkpoint. With both damaged the export refuses, as it does for
+    a missing block (exit 2, a stable code, nothing written), instead of crashing."""
+    url = ledger.copy()
+    if checkpoint == "null":
+        _allow_null(url, "blocks", "checkpoint")
+    value = {"intact": None, "null": "NULL", "empty": "''", "blob": "CAST(checkpoint AS BLOB)"}[checkpoint]
+    if checkpoint == "blob" and ledger.dbs.backend != "sqlite":
+        pytest.skip("PostgreSQL's text column cannot hold a blob")
+    with tampered(url) as conn:
+        assert conn.exec_driver_sql("UPDATE entries SET leaf_data = '{\"not\": \"a genesis\"' WHERE idx = 0").rowcount == 1
+        if value is not None:
+            assert conn.exec_driver_sql(f"UPDATE blocks SET checkpoint = {value} WHERE height = 0").rowcount == 1
+    out = tmp_path / "bundle.jsonl"
+    result = run([*on(ledger.data, url), "export", "--out", str(out), "--json"])
+    if checkpoint == "intact":
+        # One damage alone: the checkpoint names the ledger, and the audit will name entry 0.
+        assert result.exit_code == 0, result.stdout + result.stderr
+        assert out.is_file()
+        return
+    assert result.exit_code == 2, result.stdout + result.stderr
+    answer = json.loads(result.stdout)
+    assert (answer["ok"], answer["code"], answer["height"]) == (False, "storage_damaged", 0)
+    assert "filiera verify" in answer["detail"]
+    assert error_code(result.stderr) == "storage_damaged"
+    assert "Traceback" not in result.stderr and str(tmp_path) not in result.stderr + result.stdout
+    assert not out.exists()
