@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -44,7 +42,7 @@ from ledger.storage.store import Store
 from ledger.verify import REASONS
 
 from ..factories import ORIGIN, Member, envelope, key_add, key_revoke, payload, register
-from ..tampering import clone, connect, copy_sqlite, ledger_settings, sqlite_path, tampered
+from ..tampering import allow_null, clone, connect, copy_sqlite, ledger_settings, sqlite_path, tampered
 from .conftest import ModuleDbs, error_code, on, run
 
 TABLES = ("entries", "blocks", "merkle_nodes", "participants", "participant_keys", "pending")
@@ -568,27 +566,6 @@ def _bad_value(dialect: str, table: str, column: str, variant: str) -> str | Non
     return f"substr({column}, 1, length({column}) - 1)"
 
 
-def _allow_null(url: str, table: str, column: str) -> None:
-    """Take NOT NULL off one column, as a byte flip that turns a value into NULL goes past it:
-    on SQLite by editing the schema's text (as a hex editor could), on PostgreSQL by ALTER."""
-    if not url.startswith("sqlite"):
-        with tampered(url) as conn:
-            conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL")
-        return
-    db = sqlite3.connect(sqlite_path(url))
-    try:
-        (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
-        new = re.sub(rf"(\n\t{column} [A-Z]+(\(\d+\))?) NOT NULL", r"\1", sql)
-        assert new != sql, sql
-        (version,) = db.execute("PRAGMA schema_version").fetchone()
-        db.execute("PRAGMA writable_schema = ON")
-        db.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?", (new, table))
-        db.execute(f"PRAGMA schema_version = {version + 1}")
-        db.commit()
-    finally:
-        db.close()
-
-
 @pytest.mark.parametrize("variant", ["null", "other-type", "one-byte-short"])
 @pytest.mark.parametrize("case", list(COLUMN_CASES), ids=list(COLUMN_CASES))
 def test_a_log_value_of_another_type_is_named(ledger: Ledger, case: str, variant: str) -> None:
@@ -598,7 +575,7 @@ def test_a_log_value_of_another_type_is_named(ledger: Ledger, case: str, variant
     if value is None:
         pytest.skip(f"{ledger.dbs.backend} cannot store a value of another type in {table}.{column}")
     if variant == "null":
-        _allow_null(url, table, column)
+        allow_null(url, table, column)
     with tampered(url) as conn:
         assert conn.exec_driver_sql(f"UPDATE {table} SET {column} = {value} WHERE {where}").rowcount == 1
     code, out = verify(ledger, url)
@@ -733,7 +710,7 @@ def test_export_refuses_when_neither_the_genesis_entry_nor_block_0_names_the_led
     a missing block (exit 2, a stable code, nothing written), instead of crashing."""
     url = ledger.copy()
     if checkpoint == "null":
-        _allow_null(url, "blocks", "checkpoint")
+        allow_null(url, "blocks", "checkpoint")
     value = {"intact": None, "null": "NULL", "empty": "''", "blob": "CAST(checkpoint AS BLOB)"}[checkpoint]
     if checkpoint == "blob" and ledger.dbs.backend != "sqlite":
         pytest.skip("PostgreSQL's text column cannot hold a blob")
