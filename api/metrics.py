@@ -4,8 +4,8 @@ Under gunicorn every worker is a process of its own, so the counters and histogr
 in prometheus_client's multiprocess mode: each worker writes its values to files in
 ``PROMETHEUS_MULTIPROC_DIR`` (a private directory that api/gunicorn.conf.py makes afresh for
 every server run) and a scrape, answered by any one worker, adds them all up. Gauges of the
-ledger itself (queue depth, tree size) are read from the database at scrape time instead, so
-every worker reports the same truth.
+ledger itself (queue depth, tree size, a standby's replication lag) are read from the database
+at scrape time instead, so every worker reports the same truth.
 
 Who may scrape is ``FILIERA_METRICS``: ``local`` (default: loopback clients not behind a
 proxy), ``auditors`` (requests signed by an auditor or admin), ``public``, or ``off``. The
@@ -111,6 +111,7 @@ class _LedgerCollector(Collector):
             with self.store.read() as conn:
                 head = self.store.head(conn)
                 depth, oldest = self.store.pending_depth(conn)
+                lag = self.store.replica_lag(conn)
         except Exception:  # noqa: BLE001 - a scrape reports the outage rather than failing
             up.add_metric([], 0)
             yield up
@@ -127,6 +128,12 @@ class _LedgerCollector(Collector):
         if head is not None:
             yield GaugeMetricFamily("filiera_tree_size", "Entries in the log", value=head.tree_size)
             yield GaugeMetricFamily("filiera_block_height", "Height of the latest block", value=head.height)
+        if lag is not None:
+            # Only on a PostgreSQL standby (a read-only node's database): absent elsewhere.
+            yield GaugeMetricFamily(
+                "filiera_replica_lag_seconds", "Seconds this standby's replay lags its primary (0 when caught up)",
+                value=lag,
+            )
 
 
 class _Process(Collector):

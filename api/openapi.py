@@ -41,7 +41,7 @@ _REASONS = {
     415: "Unsupported content type or encoding",
     422: "Refused by a ledger rule or signature check",
     429: "Rate limit exceeded (see Retry-After)",
-    503: "Database unavailable or ledger not initialised",
+    503: "Database unavailable, ledger not initialised, or stored ledger damaged (storage_damaged)",
 }
 
 

@@ -42,6 +42,7 @@ SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
     "FILIERA_RATE_LIMIT_STORAGE": ("rate_limit_storage", "where the rate-limit counters live (a limits storage URI)"),
     "FILIERA_TRUSTED_PROXIES": ("trusted_proxies", "reverse proxies whose X-Forwarded-For is believed (0)"),
     "FILIERA_READY_MAX_PENDING_AGE": ("ready_max_pending_age", "seconds the oldest queued entry may wait before /v1/health/ready fails (60)"),
+    "FILIERA_READY_MAX_REPLICA_LAG": ("ready_max_replica_lag", "seconds a read-only node's standby may lag its primary before /v1/health/ready fails (30)"),
     "FILIERA_RUN_DIR": ("run_dir", "private directory of one server run (set by the gunicorn config)"),
     "FILIERA_WITNESS_POLICY": ("witness_policy", "witness policy file (c2sp.org/tlog-policy); unset: no witnesses"),
     "FILIERA_WITNESS_INTERVAL": ("witness_interval", "seconds between witnessing rounds (1)"),
@@ -106,6 +107,7 @@ class Settings:
     rate_limit_storage: str = ""
     trusted_proxies: int = 0
     ready_max_pending_age: float = 60.0
+    ready_max_replica_lag: float = 30.0
     run_dir: Path | None = None
     witness_policy: Path | None = None
     witness_interval: float = 1.0
@@ -166,6 +168,7 @@ class Settings:
             ("FILIERA_PROVENANCE_MAX_LOTS", "provenance_max_lots", int),
             ("FILIERA_TRUSTED_PROXIES", "trusted_proxies", int),
             ("FILIERA_READY_MAX_PENDING_AGE", "ready_max_pending_age", float),
+            ("FILIERA_READY_MAX_REPLICA_LAG", "ready_max_replica_lag", float),
             ("FILIERA_WITNESS_INTERVAL", "witness_interval", float),
             ("FILIERA_WITNESS_TIMEOUT", "witness_timeout", float),
             ("FILIERA_WITNESS_REFRESH", "witness_refresh", float),
@@ -209,6 +212,8 @@ class Settings:
             raise ConfigurationError("FILIERA_TRUSTED_PROXIES must be 0 or more")
         if self.ready_max_pending_age <= 0:
             raise ConfigurationError("FILIERA_READY_MAX_PENDING_AGE must be a positive number of seconds")
+        if not 0 < self.ready_max_replica_lag < float("inf"):
+            raise ConfigurationError("FILIERA_READY_MAX_REPLICA_LAG must be a positive number of seconds")
         if not 0 <= self.witness_refresh < float("inf"):
             raise ConfigurationError("FILIERA_WITNESS_REFRESH must be 0 (never) or a number of seconds")
 

@@ -91,6 +91,7 @@ __all__ = [
     "SealTimeout",
     "ParquetUnavailable",
     "ReadOnlyNode",
+    "StorageDamaged",
     # verification failures (raised by verify/audit; never by a request)
     "InvalidProof",
     "InvalidCheckpoint",
@@ -551,6 +552,15 @@ class SealTimeout(Unavailable):
 class ParquetUnavailable(Unavailable):
     code = "parquet_unavailable"
     title = "Parquet export not installed"
+
+
+class StorageDamaged(Unavailable):
+    """The stored ledger cannot be read back: a row is missing or holds a value of the wrong
+    kind, which only an edit behind the service's back (or a damaged disk) leaves. The detail
+    sends the operator to ``filiera verify``; it never names a file or a database URL."""
+
+    code = "storage_damaged"
+    title = "Stored ledger is damaged"
 
 
 class ReadOnlyNode(Unavailable):

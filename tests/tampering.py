@@ -6,6 +6,7 @@ triggers gone. Shared by tests/cli/test_tamper.py (fixed edits) and the random t
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from ledger.storage.schema import LOG_TABLES
 from .cli.conftest import ModuleDbs
 from .conftest import _pg_admin_engine
 
-__all__ = ["ledger_settings", "sqlite_path", "copy_sqlite", "clone", "connect", "tampered"]
+__all__ = ["ledger_settings", "sqlite_path", "copy_sqlite", "clone", "connect", "tampered", "allow_null"]
 
 
 def ledger_settings(data: Path, url: str) -> Settings:
@@ -87,3 +88,24 @@ def tampered(url: str) -> Iterator[Connection]:
             for table in LOG_TABLES:
                 conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         yield conn
+
+
+def allow_null(url: str, table: str, column: str) -> None:
+    """Take NOT NULL off one column, as a byte flip that turns a value into NULL goes past it:
+    on SQLite by editing the schema's text (as a hex editor could), on PostgreSQL by ALTER."""
+    if not url.startswith("sqlite"):
+        with tampered(url) as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL")
+        return
+    db = sqlite3.connect(sqlite_path(url))
+    try:
+        (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+        new = re.sub(rf"(\n\t{column} [A-Z]+(\(\d+\))?) NOT NULL", r"\1", sql)
+        assert new != sql, sql
+        (version,) = db.execute("PRAGMA schema_version").fetchone()
+        db.execute("PRAGMA writable_schema = ON")
+        db.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?", (new, table))
+        db.execute(f"PRAGMA schema_version = {version + 1}")
+        db.commit()
+    finally:
+        db.close()

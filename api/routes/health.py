@@ -5,7 +5,9 @@
 - ``/v1/health/ready``: this worker can serve: the database answers, the ledger has a genesis
   block, and the intake queue drains (its oldest entry waited less than
   ``FILIERA_READY_MAX_PENDING_AGE`` seconds; not checked on a read-only node, which seals
-  nothing). 503 otherwise: take the worker out of rotation.
+  nothing). On a read-only node over a PostgreSQL standby, the standby's replay lags its
+  primary by at most ``FILIERA_READY_MAX_REPLICA_LAG`` seconds. 503 otherwise: take the worker
+  out of rotation.
 - ``/v1/health``: the normative summary (database reachable, tree size); 200 or 503 like
   readiness, without the queue check.
 
@@ -38,6 +40,11 @@ class ReadySchema(HealthSchema):
     )
     pending = fields.Integer(allow_none=True, metadata={"description": "entries queued, not yet sealed"})
     oldest_pending_age = fields.Float(allow_none=True, metadata={"description": "seconds"})
+    replica_lag = fields.Float(
+        allow_none=True,
+        metadata={"description": "read-only nodes only: seconds the standby's replay lags its primary "
+                  "(null when the database is not a standby)"},
+    )
 
 
 @bp.get("/v1/health")
@@ -66,15 +73,23 @@ def live() -> Response:
 @operation(summary="Readiness: this worker can serve", tag="operations", responses={200: ReadySchema, 503: ReadySchema}, errors=())
 def ready() -> tuple[Response, int]:
     """200 when the database answers, the ledger has a genesis block and the oldest queued
-    entry is younger than FILIERA_READY_MAX_PENDING_AGE; 503 naming the failed check."""
+    entry is younger than FILIERA_READY_MAX_PENDING_AGE (on a read-only node instead: its
+    standby lags its primary by at most FILIERA_READY_MAX_REPLICA_LAG); 503 naming the failed
+    check."""
     svc = services()
+    read_only = svc.settings.read_only
     # A read-only node drains no queue: the primary's readiness reports it.
-    checks = {"database": "ok", "genesis": "ok"} if svc.settings.read_only else {"database": "ok", "genesis": "ok", "queue": "ok"}
+    checks = {"database": "ok", "genesis": "ok"} if read_only else {"database": "ok", "genesis": "ok", "queue": "ok"}
     body: dict[str, object] = {"height": None, "tree_size": None, "pending": None, "oldest_pending_age": None}
+    if read_only:
+        body["replica_lag"] = None
+    lag: float | None = None
     try:
         with svc.store.read() as conn:
             head = svc.store.head(conn)
             depth, oldest = svc.store.pending_depth(conn)
+            if read_only:
+                lag = svc.store.replica_lag(conn)
     except SQLAlchemyError:
         checks.update({name: "unknown" for name in checks}, database="unreachable")
         return jsonify(status="unavailable", database="unreachable", checks=checks, **body), 503
@@ -89,5 +104,12 @@ def ready() -> tuple[Response, int]:
         limit = svc.settings.ready_max_pending_age
         if age > limit:
             checks["queue"] = f"stalled: the oldest queued entry waited {age:.0f} s (limit {limit:g} s)"
+    if lag is not None:
+        # Only a standby has a lag; a read-only node over SQLite or a primary has no such check.
+        body["replica_lag"] = round(lag, 3)
+        limit = svc.settings.ready_max_replica_lag
+        checks["replica_lag"] = "ok" if lag <= limit else (
+            f"behind: the standby's replay lags its primary by {lag:.0f} s (limit {limit:g} s)"
+        )
     ok = all(v == "ok" for v in checks.values())
     return jsonify(status="ok" if ok else "unavailable", database="ok", checks=checks, **body), 200 if ok else 503

@@ -1,15 +1,27 @@
-"""Inclusion and consistency proofs (RFC 9162 §2.1.3, §2.1.4), public by design."""
+"""Inclusion and consistency proofs (RFC 9162 §2.1.3, §2.1.4), public by design.
+
+A proof needs a handful of stored Merkle nodes; one missing or unreadable (a damaged database)
+is a 503 ``storage_damaged`` for the client and one error line naming the node for the
+operator, never an unexpected exception."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import Connection
 
-from ledger.errors import CheckpointNotWitnessed, EntryNotFound, InvalidProofRequest, LedgerError, NotInitialised
-from ledger.merkle import Frontier, build_proof, consistency_plan, fold, inclusion_plan, plan_nodes
+from ledger.errors import (
+    CheckpointNotWitnessed,
+    EntryNotFound,
+    InvalidProofRequest,
+    LedgerError,
+    NotInitialised,
+    StorageDamaged,
+)
+from ledger.merkle import HASH_SIZE, Frontier, NodeId, build_proof, consistency_plan, fold, inclusion_plan, plan_nodes
 from ledger.notes import Checkpoint, TlogProof, split_note
 from ledger.storage.store import EntryRow, Store
 from ledger.witnessing import published_checkpoint
@@ -25,6 +37,37 @@ from ..schemas.proofs import (
 from ..services import load_query, services
 
 bp = Blueprint("proofs", __name__)
+log = logging.getLogger("filiera.api")
+
+# How many damaged nodes one log line names; the count says if there are more.
+_NAMED_NODES = 8
+
+
+def _stored_nodes(store: Store, conn: Connection, ids: Iterable[NodeId], *, kind: str) -> dict[NodeId, bytes]:
+    """The hashes of the Merkle nodes a proof is built from, every one of them.
+
+    A node that is missing, or whose stored hash is not 32 bytes (Store.nodes leaves out a
+    NULL or non-binary one), means the database was damaged: nothing the client sent can
+    cause it. Raises StorageDamaged (503 ``storage_damaged``), which tells the client only that,
+    after logging once, as an error, which nodes are damaged, for the operator.
+    """
+    wanted = set(ids)
+    nodes = store.nodes(conn, wanted)
+    damaged = sorted(n for n in wanted if len(nodes.get(n, b"")) != HASH_SIZE)
+    if damaged:
+        named = ", ".join(f"(level {lv}, index {ix})" for lv, ix in damaged[:_NAMED_NODES])
+        more = f" and {len(damaged) - _NAMED_NODES} more" if len(damaged) > _NAMED_NODES else ""
+        log.error(
+            "storage damaged: the %s proof needs Merkle node %s%s, which is missing from merkle_nodes or "
+            "not a %d-byte hash; run `filiera verify` on the ledger's database and restore it from a backup",
+            kind, named, more, HASH_SIZE,
+        )
+        raise StorageDamaged(
+            "the server's stored ledger is damaged: a Merkle node this proof needs is missing or "
+            "unreadable. Nothing is wrong with the request and retrying will not help; the "
+            "operator should run `filiera verify` on the ledger's database"
+        )
+    return nodes
 
 
 def _require_id_or_index(args: Mapping[str, Any]) -> None:
@@ -96,7 +139,7 @@ def inclusion() -> Response:
             )
         plan = inclusion_plan(index=entry.idx, tree_size=size)
         roots = Frontier.needed(size)
-        nodes = svc.store.nodes(conn, plan_nodes(plan) | set(roots))
+        nodes = _stored_nodes(svc.store, conn, plan_nodes(plan) | set(roots), kind="inclusion")
     return jsonify(
         index=entry.idx,
         tree_size=size,
@@ -130,7 +173,7 @@ def consistency() -> Response:
             )
         plan = consistency_plan(old_size=old, new_size=new)
         old_roots, new_roots = Frontier.needed(old), Frontier.needed(new)
-        nodes = svc.store.nodes(conn, plan_nodes(plan) | set(old_roots) | set(new_roots))
+        nodes = _stored_nodes(svc.store, conn, plan_nodes(plan) | set(old_roots) | set(new_roots), kind="consistency")
     return jsonify(
         {
             "from": old,
@@ -176,7 +219,7 @@ def tlog_proof() -> Response:
                 tree_size=size,
             )
         plan = inclusion_plan(index=entry.idx, tree_size=size)
-        nodes = svc.store.nodes(conn, plan_nodes(plan))
+        nodes = _stored_nodes(svc.store, conn, plan_nodes(plan), kind="tlog")
     proof = TlogProof(index=entry.idx, hashes=tuple(build_proof(plan, nodes)), checkpoint=note)
     resp = Response(proof.format(), mimetype="text/plain")
     resp.headers["Cache-Control"] = "no-cache"

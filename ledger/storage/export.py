@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..bundle import block_line, checkpoint_line, consistency_line, end_line, entry_line, header_line
 from ..encoding import b64
-from ..errors import InvalidExportRange, LedgerError, NotInitialised
+from ..errors import InvalidExportRange, LedgerError, NotInitialised, StorageDamaged
 from ..merkle import build_proof, consistency_plan, plan_nodes
 from ..notes import verifier_for
 from .store import BlockRow, Store
@@ -123,6 +123,25 @@ def plan_export(store: Store, *, start: int = 0, end: int | None = None, since: 
     )
 
 
+def _stored_origin(genesis: BlockRow) -> str:
+    """The origin line of block 0's checkpoint, when the genesis entry cannot say it.
+
+    Raises StorageDamaged when that checkpoint is damaged too (NULL, not text, or without an
+    origin line): with neither, no header can be written, and a bundle without one would
+    tell an auditor nothing.
+    """
+    checkpoint: object = genesis.checkpoint
+    origin = checkpoint.split("\n", 1)[0].strip() if isinstance(checkpoint, str) else ""
+    if not origin:
+        raise StorageDamaged(
+            "the ledger's origin cannot be read: the genesis entry and block 0's checkpoint are "
+            "both damaged or missing, so no bundle can be written. Run `filiera verify` on this "
+            "database to see the damage, and restore it from a backup",
+            height=0,
+        )
+    return origin
+
+
 def bundle_lines(store: Store, rng: ExportRange, *, created: str) -> Iterator[bytes]:
     """The bundle's lines for ``rng``, lazily. Requires an initialised store."""
     with store.read() as conn:
@@ -136,7 +155,7 @@ def bundle_lines(store: Store, rng: ExportRange, *, created: str) -> Iterator[by
             policy = None
     if genesis is None:
         raise NotInitialised("the ledger has no genesis block; run `filiera init`")
-    origin = policy.origin if policy is not None else genesis.checkpoint.split("\n", 1)[0]
+    origin = policy.origin if policy is not None else _stored_origin(genesis)
     yield header_line(
         origin=origin,
         verifier_key=verifier_for(origin, policy.ledger_key).vkey if policy is not None else "",

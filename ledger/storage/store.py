@@ -260,6 +260,14 @@ _NONCE = select(t.entries.c.id).where(
 )
 _ENTRY_EXISTS = select(t.entries.c.idx).where(t.entries.c.id == bindparam("id"))
 _PENDING_ROW = select(t.pending).where(t.pending.c.id == bindparam("id"))
+# The standby's lag; pg_last_wal_receive_lsn() is NULL when WAL comes from an archive, not a
+# stream, and the comparison then falls back to the age of the last replayed commit.
+_REPLICA_LAG = text(
+    "SELECT pg_is_in_recovery() AS recovering, CASE"
+    " WHEN pg_last_wal_receive_lsn() IS NOT NULL AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+    " ELSE EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), pg_postmaster_start_time()))"
+    " END AS lag"
+)
 _HAS_PENDING = select(t.pending.c.seq).where(t.pending.c.status == "pending").limit(1)
 _REFUSE_PENDING = (
     t.pending.update()
@@ -609,6 +617,22 @@ class Store:
             .limit(1)
         ).scalar()
         return int(count), oldest
+
+    def replica_lag(self, conn: Connection) -> float | None:
+        """Seconds this database's replay of its primary's WAL is behind, on a PostgreSQL
+        standby; None on a primary or on SQLite (nothing is replayed there).
+
+        0 when the standby has replayed everything it received: on an idle primary the last
+        replayed commit grows old, and ``now() - pg_last_xact_replay_timestamp()`` alone would
+        report that age as lag. A standby that has replayed no commit since it started counts
+        from its start, not as caught up.
+        """
+        if self.dialect != "postgresql":
+            return None
+        row = conn.execute(_REPLICA_LAG).one()
+        if not row.recovering:
+            return None
+        return max(0.0, float(row.lag))
 
     def enqueue(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert intake rows; an id already queued is left as it is (idempotent)."""

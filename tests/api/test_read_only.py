@@ -217,3 +217,65 @@ def test_settings_read_only_and_primary_url(env: dict[str, str], read_only: bool
 def test_bad_read_only_settings_are_refused(env: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         Settings.from_env(env)
+
+
+def _gauges(client: FlaskClient) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    resp = client.get("/metrics")
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(resp.get_data(as_text=True))
+        for s in family.samples
+        if not s.labels
+    }
+
+
+def test_the_replication_lag_is_a_metric_and_fails_readiness_past_its_limit(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standby's lag (faked here: the real standby is tests/integration/test_replica.py)
+    is reported by /metrics and the readiness body; past FILIERA_READY_MAX_REPLICA_LAG the node
+    is not ready. A primary's readiness neither reads nor reports it."""
+    from api import create_app
+    from ledger.storage.store import Store
+
+    # Neither SQLite nor a PostgreSQL primary is a standby: no lag, no gauge, no check.
+    store = pair.replica.extensions["filiera"].store
+    with store.read() as conn:
+        assert store.replica_lag(conn) is None
+    ready = pair.replica.test_client().get("/v1/health/ready")
+    assert ready.status_code == 200 and "replica_lag" not in ready.get_json()["checks"]
+    assert ready.get_json()["replica_lag"] is None
+    assert "filiera_replica_lag_seconds" not in _gauges(pair.replica.test_client())
+
+    lag = {"seconds": 2.5}
+    monkeypatch.setattr(Store, "replica_lag", lambda self, conn: lag["seconds"])
+    replica = create_app(dataclasses.replace(pair.settings, read_only=True, ready_max_replica_lag=10.0))
+    try:
+        client = replica.test_client()
+        ready = client.get("/v1/health/ready")
+        assert ready.status_code == 200, ready.get_json()
+        assert ready.get_json()["checks"]["replica_lag"] == "ok" and ready.get_json()["replica_lag"] == 2.5
+        assert _gauges(client)["filiera_replica_lag_seconds"] == 2.5
+
+        lag["seconds"] = 10.5
+        behind = client.get("/v1/health/ready")
+        assert behind.status_code == 503
+        body = behind.get_json()
+        assert body["status"] == "unavailable" and body["database"] == "ok"
+        assert body["checks"]["replica_lag"] == "behind: the standby's replay lags its primary by 10 s (limit 10 s)"
+        assert body["replica_lag"] == 10.5 and body["tree_size"] is not None
+        assert _gauges(client)["filiera_replica_lag_seconds"] == 10.5
+
+        # The primary's nodes are ready whatever their database says of a lag.
+        primary_ready = pair.primary.test_client().get("/v1/health/ready")
+        assert primary_ready.status_code == 200
+        assert "replica_lag" not in primary_ready.get_json() and "replica_lag" not in primary_ready.get_json()["checks"]
+    finally:
+        replica.extensions["filiera"].store.dispose()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "soon"])
+def test_the_replica_lag_limit_must_be_a_positive_number(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="FILIERA_READY_MAX_REPLICA_LAG"):
+        Settings.from_env({"FILIERA_READY_MAX_REPLICA_LAG": value})

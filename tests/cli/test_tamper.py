@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -44,8 +42,8 @@ from ledger.storage.store import Store
 from ledger.verify import REASONS
 
 from ..factories import ORIGIN, Member, envelope, key_add, key_revoke, payload, register
-from ..tampering import clone, connect, copy_sqlite, ledger_settings, sqlite_path, tampered
-from .conftest import ModuleDbs, on, run
+from ..tampering import allow_null, clone, connect, copy_sqlite, ledger_settings, sqlite_path, tampered
+from .conftest import ModuleDbs, error_code, on, run
 
 TABLES = ("entries", "blocks", "merkle_nodes", "participants", "participant_keys", "pending")
 BLOCKS = [(0, 1), (1, 9), (9, 13), (13, 17), (17, 21), (21, 27), (27, 31)]  # [first, end) per height
@@ -568,27 +566,6 @@ def _bad_value(dialect: str, table: str, column: str, variant: str) -> str | Non
     return f"substr({column}, 1, length({column}) - 1)"
 
 
-def _allow_null(url: str, table: str, column: str) -> None:
-    """Take NOT NULL off one column, as a byte flip that turns a value into NULL goes past it:
-    on SQLite by editing the schema's text (as a hex editor could), on PostgreSQL by ALTER."""
-    if not url.startswith("sqlite"):
-        with tampered(url) as conn:
-            conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL")
-        return
-    db = sqlite3.connect(sqlite_path(url))
-    try:
-        (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
-        new = re.sub(rf"(\n\t{column} [A-Z]+(\(\d+\))?) NOT NULL", r"\1", sql)
-        assert new != sql, sql
-        (version,) = db.execute("PRAGMA schema_version").fetchone()
-        db.execute("PRAGMA writable_schema = ON")
-        db.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?", (new, table))
-        db.execute(f"PRAGMA schema_version = {version + 1}")
-        db.commit()
-    finally:
-        db.close()
-
-
 @pytest.mark.parametrize("variant", ["null", "other-type", "one-byte-short"])
 @pytest.mark.parametrize("case", list(COLUMN_CASES), ids=list(COLUMN_CASES))
 def test_a_log_value_of_another_type_is_named(ledger: Ledger, case: str, variant: str) -> None:
@@ -598,7 +575,7 @@ def test_a_log_value_of_another_type_is_named(ledger: Ledger, case: str, variant
     if value is None:
         pytest.skip(f"{ledger.dbs.backend} cannot store a value of another type in {table}.{column}")
     if variant == "null":
-        _allow_null(url, table, column)
+        allow_null(url, table, column)
     with tampered(url) as conn:
         assert conn.exec_driver_sql(f"UPDATE {table} SET {column} = {value} WHERE {where}").rowcount == 1
     code, out = verify(ledger, url)
@@ -721,3 +698,37 @@ def test_damaged_sqlite_file_is_a_failed_verification(tmp_path: Path) -> None:
     assert result.exit_code == 1
     out = json.loads(result.stdout)
     assert (out["code"], out["reason"], out["height"]) == ("chain_broken", "storage", None)
+
+
+# --- `filiera export` of a damaged database ----------------------------------------------------
+
+
+@pytest.mark.parametrize("checkpoint", ["intact", "null", "empty", "blob"])
+def test_export_refuses_when_neither_the_genesis_entry_nor_block_0_names_the_ledger(ledger: Ledger, tmp_path: Path, checkpoint: str) -> None:
+    """The bundle's header needs the ledger's origin: from the genesis entry or, when that is
+    unreadable, from block 0's checkpoint. With both damaged the export refuses, as it does for
+    a missing block (exit 2, a stable code, nothing written), instead of crashing."""
+    url = ledger.copy()
+    if checkpoint == "null":
+        allow_null(url, "blocks", "checkpoint")
+    value = {"intact": None, "null": "NULL", "empty": "''", "blob": "CAST(checkpoint AS BLOB)"}[checkpoint]
+    if checkpoint == "blob" and ledger.dbs.backend != "sqlite":
+        pytest.skip("PostgreSQL's text column cannot hold a blob")
+    with tampered(url) as conn:
+        assert conn.exec_driver_sql("UPDATE entries SET leaf_data = '{\"not\": \"a genesis\"' WHERE idx = 0").rowcount == 1
+        if value is not None:
+            assert conn.exec_driver_sql(f"UPDATE blocks SET checkpoint = {value} WHERE height = 0").rowcount == 1
+    out = tmp_path / "bundle.jsonl"
+    result = run([*on(ledger.data, url), "export", "--out", str(out), "--json"])
+    if checkpoint == "intact":
+        # One damage alone: the checkpoint names the ledger, and the audit will name entry 0.
+        assert result.exit_code == 0, result.stdout + result.stderr
+        assert out.is_file()
+        return
+    assert result.exit_code == 2, result.stdout + result.stderr
+    answer = json.loads(result.stdout)
+    assert (answer["ok"], answer["code"], answer["height"]) == (False, "storage_damaged", 0)
+    assert "filiera verify" in answer["detail"]
+    assert error_code(result.stderr) == "storage_damaged"
+    assert "Traceback" not in result.stderr and str(tmp_path) not in result.stderr + result.stdout
+    assert not out.exists()

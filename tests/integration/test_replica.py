@@ -14,8 +14,9 @@ A normal node serves the primary, ``filiera serve --read-only`` the standby. Ent
 posted to the primary; once the standby has replayed them, the read-only node must serve the
 same checkpoint, inclusion proofs that verify against it, the same provenance of a lot, the
 same facts feed (a signed read) and a product page, ``filiera verify --url`` against it must
-pass, and a POST to it must get 503 ``read_only_node`` and write nothing. Replication lag is
-measured (``bench/out/replica_lag.json``), never asserted.
+pass, and a POST to it must get 503 ``read_only_node`` and write nothing. Once caught up it
+must report its standby's lag (``filiera_replica_lag_seconds``, below the readiness limit) and be
+ready. Replication lag is measured (``bench/out/replica_lag.json``), never asserted beyond that.
 """
 
 from __future__ import annotations
@@ -246,6 +247,15 @@ def signed_get(server: Server, path: str, member: Member) -> tuple[int, bytes]:
     return status, body
 
 
+def _gauges(server: Server) -> dict[str, float]:
+    """The unlabelled samples of a node's /metrics (the test reaches it on loopback)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, body = request(server, "GET", "/metrics")
+    assert status == 200, body
+    return {s.name: s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples if not s.labels}
+
+
 class _LagSampler:
     """While entries are posted: the primary's and the replica node's tree sizes, read at the
     same moments, and the primary's view of the standby's replay lag (pg_stat_replication)."""
@@ -355,6 +365,16 @@ def test_a_read_only_node_on_a_streaming_replica(replication: Replication, tmp_p
             time.sleep(0.01)
         catch_up_s = time.monotonic() - last_write
     assert len(answers) == THREADS * APPENDS
+
+    # The replica node reports its standby's lag (small: it has caught up) and is ready; the
+    # primary, which replays nothing, has no such gauge.
+    lag = _gauges(replica).get("filiera_replica_lag_seconds")
+    assert lag is not None and 0 <= lag < standby_settings.ready_max_replica_lag, lag
+    assert "filiera_replica_lag_seconds" not in _gauges(primary)
+    status, _, body = request(replica, "GET", "/v1/health/ready")
+    ready = json.loads(body)
+    assert status == 200 and ready["checks"]["replica_lag"] == "ok", ready
+    assert 0 <= ready["replica_lag"] < standby_settings.ready_max_replica_lag
 
     # The same checkpoint, byte for byte.
     _, _, primary_cp = request(primary, "GET", "/v1/checkpoint")
