@@ -13,8 +13,8 @@ client processes (keep-alive ``http.client``, one connection each, ``seconds`` p
 
 Every step reports requests/s, p50/p99 latency, non-2xx answers, and the CPU seconds of the
 gunicorn processes, of PostgreSQL and of the clients, so the split between app and database is
-visible. The **saturation point** is the smallest client count after which doubling the clients
-adds less than 10% throughput. POSTs are also put beside the raw 2-core Ed25519 verify rate of
+visible. The **saturation point** is the smallest client count that reaches 90% of the best
+throughput of the ramp (more clients only queue). POSTs are also put beside the raw 2-core Ed25519 verify rate of
 the same run. Rate limits are off (bench/server.py): this measures Filiera, not the limiter.
 """
 
@@ -87,13 +87,14 @@ def _summarise(reports: list[dict[str, Any]], t0: float, cpu: dict[str, float], 
     }
 
 
-def saturation(steps: list[dict[str, Any]], *, gain: float = 0.10) -> int | None:
-    """The smallest client count whose throughput the next step (more clients) raises by less
-    than ``gain``; None if throughput still grew at the last step."""
-    for here, nxt in zip(steps, steps[1:]):
-        if nxt["per_s"] < here["per_s"] * (1 + gain):
-            return int(here["clients"])
-    return None
+def saturation(steps: list[dict[str, Any]], *, within: float = 0.10) -> int | None:
+    """The smallest client count whose throughput is within ``within`` of the best step's: more
+    clients than that only queue. None when only the last step gets there (still growing)."""
+    if not steps:
+        return None
+    best = max(s["per_s"] for s in steps)
+    first = next(s for s in steps if s["per_s"] >= best * (1 - within))
+    return None if first is steps[-1] and len(steps) > 1 else int(first["clients"])
 
 
 def _public_paths(server: Server, lots: list[str], tree_size: int, count: int, seed: int) -> list[str]:

@@ -231,6 +231,8 @@ def _provenance_demo(results: dict[str, Any]) -> list[str]:
 
 
 def _load(results: dict[str, Any]) -> list[str]:
+    from .load import saturation
+
     load = results.get("load") or {}
     if not load:
         return []
@@ -243,7 +245,7 @@ def _load(results: dict[str, Any]) -> list[str]:
                 if not steps:
                     continue
                 best = max(steps, key=lambda s: s["per_s"])
-                sat = r.get(f"{kind}_saturation_clients")
+                sat = saturation(steps)
                 cpu = best["cpu"]
                 split = f"app {cpu['server_s']:.1f} s, db {cpu.get('postgres_s', 0):.1f} s, clients {cpu['clients_s']:.1f} s"
                 ratio = f" ({best['per_s'] * 2 / v2:.2f} of 2-core verify, in signatures)" if kind == "post" and v2 else ""
@@ -261,8 +263,9 @@ def _load(results: dict[str, Any]) -> list[str]:
         "",
         f"Each step runs its client processes for `--load-seconds`; GET steps use {clients} clients. "
         "The GET mix is `/p/{lot}`, public provenance, `/v1/checkpoint` and inclusion proofs; POSTs "
-        "are `key.add` entries with two signatures. Saturation: the client count after which more "
-        "clients add less than 10% throughput. CPU is that of the best step.",
+        "are `key.add` entries with two signatures. Saturation: the smallest client count that reaches "
+        "90% of the ramp's best throughput. CPU is that of the best step. Each POST carries two "
+        "signatures, so the ratio to the 2-core verify rate is in signatures.",
         "",
         *_table(["backend", "workers", "load", "req/s per step", "best", "p50 / p99 ms (best)", "saturation", "CPU (best step)", "errors"], rows),
     ]
