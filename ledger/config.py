@@ -32,6 +32,7 @@ SETTINGS_ENV: Mapping[str, tuple[str, str]] = {
     "FILIERA_SEAL_INTERVAL": ("seal_interval", "seconds between background sealing rounds (1)"),
     "FILIERA_SQLITE_SYNCHRONOUS": ("sqlite_synchronous", "SQLite synchronous: FULL or EXTRA"),
     "FILIERA_SQLITE_JOURNAL_MODE": ("sqlite_journal_mode", "SQLite journal mode: WAL"),
+    "FILIERA_SQLITE_MMAP_MB": ("sqlite_mmap_mb", "MiB of the SQLite file read through mmap (1024; 0: off)"),
     "FILIERA_LOG_LEVEL": ("log_level", "logging level (INFO)"),
     "FILIERA_PROVENANCE_MAX_LOTS": ("provenance_max_lots", "most lots of a lineage a provenance query follows (2000)"),
     "FILIERA_LOG_FORMAT": ("log_format", "log lines as json (one object per line) or text"),
@@ -97,6 +98,7 @@ class Settings:
     seal_interval: float = 1.0
     sqlite_synchronous: str = "FULL"
     sqlite_journal_mode: str = "WAL"
+    sqlite_mmap_mb: int = 1024
     log_level: str = "INFO"
     provenance_max_lots: int = 2000
     log_format: str = "json"
@@ -163,6 +165,7 @@ class Settings:
             ("FILIERA_MAX_BODY_BYTES", "max_body_bytes", int),
             ("FILIERA_MAX_BATCH", "max_batch", int),
             ("FILIERA_PAGE_MAX", "page_max", int),
+            ("FILIERA_SQLITE_MMAP_MB", "sqlite_mmap_mb", int),
             ("FILIERA_SEAL_TIMEOUT", "seal_timeout", float),
             ("FILIERA_SEAL_INTERVAL", "seal_interval", float),
             ("FILIERA_PROVENANCE_MAX_LOTS", "provenance_max_lots", int),
@@ -214,6 +217,8 @@ class Settings:
             raise ConfigurationError("FILIERA_READY_MAX_PENDING_AGE must be a positive number of seconds")
         if not 0 < self.ready_max_replica_lag < float("inf"):
             raise ConfigurationError("FILIERA_READY_MAX_REPLICA_LAG must be a positive number of seconds")
+        if not 0 <= self.sqlite_mmap_mb <= 1 << 20:
+            raise ConfigurationError("FILIERA_SQLITE_MMAP_MB must be between 0 (off) and 1048576")
         if not 0 <= self.witness_refresh < float("inf"):
             raise ConfigurationError("FILIERA_WITNESS_REFRESH must be 0 (never) or a number of seconds")
 

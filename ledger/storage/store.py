@@ -106,6 +106,7 @@ def make_engine(settings: Settings) -> Engine:
         else:
             engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
         sync, journal = settings.sqlite_synchronous, settings.sqlite_journal_mode
+        mmap_bytes = settings.sqlite_mmap_mb * 1024 * 1024
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -116,6 +117,11 @@ def make_engine(settings: Settings) -> Engine:
             cur.execute(f"PRAGMA journal_mode={journal}")
             cur.execute(f"PRAGMA synchronous={sync}")
             cur.execute("PRAGMA busy_timeout=60000")
+            # Reads of the database file through mmap share the OS page cache instead of copying
+            # pages into each connection's 2 MB cache: in a million-entry ledger the random-key
+            # index probes of every append (entry ids, key ids) stay cheap. Writes still go
+            # through the WAL; a 0 turns it off.
+            cur.execute(f"PRAGMA mmap_size={mmap_bytes}")
             cur.close()
 
         @event.listens_for(engine, "begin")

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from api import create_app
 from api.cli import cli
 from ledger.config import Settings
-from ledger.errors import UnsafeConfiguration
+from ledger.errors import ConfigurationError, UnsafeConfiguration
 from ledger.storage.store import Store, check_postgres_settings
 
 from ..conftest import BACKENDS, LedgerEnv
@@ -137,6 +137,29 @@ def test_sqlite_safe_settings_start(ledger_env: LedgerEnv, synchronous: str, jou
         assert app.test_client().get("/v1/health").status_code == 200
     finally:
         app.extensions["filiera"].store.dispose()
+
+
+@pytest.mark.parametrize("db", SQLITE, indirect=True)
+@pytest.mark.parametrize(("value", "expected"), [(None, 1024 << 20), ("0", 0), ("64", 64 << 20)])
+def test_sqlite_connections_read_through_mmap(ledger_env: LedgerEnv, value: str | None, expected: int) -> None:
+    env = {
+        "FILIERA_DATABASE_URL": ledger_env.settings.database_url,
+        "FILIERA_LEDGER_KEY_FILE": str(ledger_env.settings.ledger_key_file),
+    }
+    if value is not None:
+        env["FILIERA_SQLITE_MMAP_MB"] = value
+    store = Store.open(Settings.from_env(env))
+    try:
+        with store.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA mmap_size").scalar_one() == expected
+    finally:
+        store.dispose()
+
+
+@pytest.mark.parametrize("value", ["-1", "lots", "2000000"])
+def test_sqlite_mmap_setting_is_checked(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="FILIERA_SQLITE_MMAP_MB"):
+        Settings.from_env({"FILIERA_SQLITE_MMAP_MB": value})
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
