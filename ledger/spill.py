@@ -1,13 +1,15 @@
-"""A scratch store for the replayed state of a long log, so that an audit's memory stays bounded.
+"""A scratch store for the replayed state of a long log, so that memory stays bounded.
 
-The audit replays the whole log into a :class:`~ledger.state.LedgerState`. For a few thousand
+The offline audit and ``filiera verify`` replay the whole log into a :class:`~ledger.state.LedgerState`. For a few thousand
 entries that fits in memory; for millions it does not (about a kilobyte per entry: lots,
 handoffs, contracts, used nonces). :class:`SpillSource` is a ``StateSource`` over a private,
 temporary SQLite file (the standard library's sqlite3: scratch data, written without fsync and
 deleted at the end): whenever the state in memory grows past a budget, what changed is written
 to it and memory is cleared; the rules then load records back on first use, exactly as sealing
 loads them from the ledger's database. Participants and keys, few and used by every entry, stay
-in memory.
+in memory. After a last :meth:`SpillSource.absorb`, :meth:`SpillSource.records` gives every
+record the replay changed, in code-point order of its key (what ``filiera verify`` compares
+with the stored projection).
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ class SpillSource:
     """A LedgerState source on a scratch SQLite file in ``directory`` (default: the system's
     temporary directory). Call :meth:`close` to delete it."""
 
-    def __init__(self, directory: str | Path | None = None, *, budget: int = DEFAULT_BUDGET) -> None:
-        fd, name = tempfile.mkstemp(prefix="filiera-audit-", suffix=".sqlite", dir=directory)
+    def __init__(
+        self, directory: str | Path | None = None, *, budget: int = DEFAULT_BUDGET, prefix: str = "filiera-audit-"
+    ) -> None:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".sqlite", dir=directory)
         os.close(fd)
         self.path = Path(name)
         self.budget = budget
