@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import operator
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,27 +86,46 @@ def _compare_projection(
 
 
 def _first_difference(
-    replayed: Iterable[tuple[Any, object]], stored: Iterable[tuple[Any, object]]
-) -> tuple[Any, str] | None:
+    replayed: Iterable[tuple[Any, Any]],
+    stored: Iterable[tuple[Any, Any]],
+    same: Callable[[Any, Any], bool] = operator.eq,
+) -> tuple[Any, str, Any, Any] | None:
     """The first key, in sorted order, whose value differs between two streams of (key, value)
-    pairs each sorted by key, and how: ``missing`` (replayed only), ``extra`` (stored only) or
-    ``wrong``. A key repeated in a stream counts once, as in a set. None if they agree."""
+    pairs each sorted by key: (key, how, replayed value, stored value), ``how`` being
+    ``missing`` (replayed only), ``extra`` (stored only) or ``wrong`` (not ``same``). A key
+    repeated in a stream counts once, as in a set. None if they agree."""
     a, b = iter(replayed), iter(stored)
     ra, rb = next(a, None), next(b, None)
     while ra is not None or rb is not None:
         if rb is None or (ra is not None and ra[0] < rb[0]):
             assert ra is not None
-            return ra[0], "missing"
+            return ra[0], "missing", ra[1], None
         if ra is None or rb[0] < ra[0]:
-            return rb[0], "extra"
-        if ra[1] != rb[1]:
-            return ra[0], "wrong"
+            return rb[0], "extra", None, rb[1]
+        if not same(ra[1], rb[1]):
+            return ra[0], "wrong", ra[1], rb[1]
         key = ra[0]
         while ra is not None and ra[0] == key:
             ra = next(a, None)
         while rb is not None and rb[0] == key:
             rb = next(b, None)
     return None
+
+
+def _compare_projection_streams(
+    kind: str, replayed: Iterable[tuple[str, Mapping[str, Any]]], stored: Iterable[tuple[str, Mapping[str, Any]]], where: str
+) -> None:
+    """:func:`_compare_projection` over two streams sorted by id (memory: one record of each)."""
+
+    def same(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> bool:
+        return all(mine[k] == theirs.get(k) for k in mine)
+
+    differs = _first_difference(replayed, stored, same)
+    if differs is None:
+        return
+    rid, how, mine, theirs = differs
+    _compare_projection(kind, {} if mine is None else {rid: mine}, {} if theirs is None else {rid: theirs}, where)
+    raise AssertionError(f"{kind} {rid} differs but was not named")  # pragma: no cover
 
 
 def _participant_view(rec: ParticipantRecord) -> dict[str, Any]:
@@ -144,7 +164,8 @@ def db_source(
                 # A genesis entry too damaged to read: verify_chain names it at entry 0.
                 policy = None
             origin = _origin(policy.origin if policy else "", store.block(conn, 0))
-        spill = SpillSource(scratch_dir, budget=memory_budget, prefix="filiera-verify-")
+        # Participants and keys spill too: a ledger may have as many members as lots.
+        spill = SpillSource(scratch_dir, budget=memory_budget, prefix="filiera-verify-", keep=())
     except BaseException:
         store.dispose()
         raise
@@ -199,14 +220,13 @@ def db_source(
         # by key: merged with the stored tables read in the same order, memory holds a row of
         # each at a time (and the participants and keys, few).
         spill.absorb(state)
-        participants, keys = list(spill.records("participant")), list(spill.records("key"))
         facts.finish()
         with store.read() as conn:
             for kind in projection.PROJECTED_KINDS:
                 with contextlib.closing(projection.iter_records(conn, kind)) as stored:
                     differs = _first_difference(((r.ident, r) for r in spill.records(kind)), ((r.ident, r) for r in stored))
                 if differs is not None:
-                    rid, where = differs
+                    rid, where, _, _ = differs
                     raise _projection_broken(
                         f"{kind} {rid} is {'missing from' if where == 'missing' else 'wrong in'} the "
                         f"{kind}s table: the projection does not match the log",
@@ -218,45 +238,25 @@ def db_source(
             with contextlib.closing(projection.iter_lineage(conn)) as stored_edges:
                 differs = _first_difference(((e, True) for e in replayed_edges), ((e, True) for e in stored_edges))
             if differs is not None:
-                (child, parent), where = differs
+                (child, parent), where, _, _ = differs
                 raise _projection_broken(
                     f"lineage edge {parent} -> {child} is "
                     f"{'missing from' if where == 'missing' else 'not in the log but in'} the lot_lineage table",
                     kind="lot_lineage",
                     record=f"{parent}->{child}",
                 )
-            stored_p = {
-                r.id: {
-                    "name": r.name,
-                    "roles": json.loads(r.roles),
-                    "attributes": json.loads(r.attributes),
-                    "registered_index": r.registered_index,
-                    "registered_height": r.registered_height,
-                    "updated_index": r.updated_index,
-                }
-                for r in conn.execute(select(t.participants))
-            }
-            stored_k = {
-                r.key_id: {
-                    "participant": r.participant,
-                    "public_key": r.public_key,
-                    "status": "revoked" if r.revoked_index is not None else "active",
-                    "added_index": r.added_index,
-                    "added_height": r.added_height,
-                    "revoked_index": r.revoked_index,
-                    "revoked_height": r.revoked_height,
-                    "reason": r.reason,
-                }
-                for r in conn.execute(select(t.participant_keys))
-            }
-        where = "the participants table"
-        _compare_projection(
-            "participant",
-            {p.id: {**_participant_view(p), "updated_index": p.updated_index} for p in participants},
-            stored_p,
-            where,
-        )
-        _compare_projection("key", {k.key_id: _key_view(k) for k in keys}, stored_k, "the participant_keys table")
+            _compare_projection_streams(
+                "participant",
+                ((p.id, {**_participant_view(p), "updated_index": p.updated_index}) for p in spill.records("participant")),
+                ((r.id, _stored_participant(r)) for r in _sorted_rows(conn, t.participants, t.participants.c.id)),
+                "the participants table",
+            )
+            _compare_projection_streams(
+                "key",
+                ((k.key_id, _key_view(k)) for k in spill.records("key")),
+                ((r.key_id, _stored_key(r)) for r in _sorted_rows(conn, t.participant_keys, t.participant_keys.c.key_id)),
+                "the participant_keys table",
+            )
 
     gen = blocks()
 
@@ -271,6 +271,36 @@ def db_source(
         gen, total, node_check, state_check, close, on_block=facts.on_block,
         resume=cursor, after_block=lambda cur: spill.maybe_absorb(cur.state),
     )
+
+
+def _stored_participant(r: Any) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "roles": json.loads(r.roles),
+        "attributes": json.loads(r.attributes),
+        "registered_index": r.registered_index,
+        "registered_height": r.registered_height,
+        "updated_index": r.updated_index,
+    }
+
+
+def _stored_key(r: Any) -> dict[str, Any]:
+    return {
+        "participant": r.participant,
+        "public_key": r.public_key,
+        "status": "revoked" if r.revoked_index is not None else "active",
+        "added_index": r.added_index,
+        "added_height": r.added_height,
+        "revoked_index": r.revoked_index,
+        "revoked_height": r.revoked_height,
+        "reason": r.reason,
+    }
+
+
+def _sorted_rows(conn: Any, table: Any, column: Any) -> Iterator[Any]:
+    """``table``'s rows streamed in code-point order of ``column`` (closed when dropped)."""
+    with contextlib.closing(projection.iter_rows(conn, table, column)) as rows:
+        yield from rows
 
 
 def _text(value: object) -> str:
@@ -386,7 +416,7 @@ def http_source(
     cursor = ChainCursor.start()
     cursor.state.source = spill
 
-    def blocks() -> Iterator[StoredBlock]:
+    def blocks() -> Generator[StoredBlock, None, None]:
         height = 0
         while True:
             status, page = http_json("GET", f"{base}/v1/blocks?from={height}&limit={PAGE}")

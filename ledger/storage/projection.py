@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Generator, Iterable, Mapping, Sequence, Set
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Table, bindparam, select
@@ -21,7 +21,7 @@ from ..state import (
 from . import schema as t
 from .statements import chunks, select_in
 
-__all__ = ["load", "flush", "write_parties", "existing_keys", "PROJECTED_KINDS", "iter_records", "iter_lineage"]
+__all__ = ["load", "flush", "write_parties", "existing_keys", "PROJECTED_KINDS", "iter_records", "iter_rows", "iter_lineage"]
 
 
 def _lot_row(r: LotRecord) -> dict[str, Any]:
@@ -187,7 +187,7 @@ def _code_point_order(conn: Connection, column: ColumnElement[Any]) -> ColumnEle
     return column.collate("C") if conn.dialect.name == "postgresql" else column
 
 
-def iter_records(conn: Connection, kind: str) -> Iterator[Any]:
+def iter_records(conn: Connection, kind: str) -> Generator[Any, None, None]:
     """Every record of a kind, streamed in code-point order of its key (for `filiera
     verify`'s projection check, which merges them with the replayed records)."""
     table, col, _, to_record = _KINDS[kind]
@@ -201,7 +201,18 @@ def iter_records(conn: Connection, kind: str) -> Iterator[Any]:
         result.close()
 
 
-def iter_lineage(conn: Connection) -> Iterator[tuple[str, str]]:
+def iter_rows(conn: Connection, table: Table, column: ColumnElement[Any]) -> Generator[Any, None, None]:
+    """Every row of ``table``, streamed in code-point order of ``column``."""
+    result = conn.execution_options(stream_results=True, yield_per=1000).execute(
+        select(table).order_by(_code_point_order(conn, column))
+    )
+    try:
+        yield from result
+    finally:
+        result.close()
+
+
+def iter_lineage(conn: Connection) -> Generator[tuple[str, str], None, None]:
     """Every stored (child, parent) lineage edge, streamed in code-point order."""
     c = t.lot_lineage.c
     query = select(c.child, c.parent).order_by(_code_point_order(conn, c.child), _code_point_order(conn, c.parent))
