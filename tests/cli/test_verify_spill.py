@@ -5,8 +5,8 @@ The demo ledger (161 entries in 9 blocks, 48 lots) is verified with the default 
 which it never spills before the end, and with a budget of one record, under which the state
 is written out and dropped after every block and the rules load every record back from the
 scratch file. Both runs must print the same JSON, on the honest ledger and after each edit
-below (each undone before the next): the log itself, the projection tables (compared as two
-sorted streams when the state spills) and the lineage edges.
+below (each undone before the next): the log itself, the projection tables, the lineage edges,
+participants and keys (all compared with the replayed records as two sorted streams).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ EDITS: dict[str, tuple[str, str, str, str, Callable[[Any], Any], str]] = {
     "handoff-status": ("handoffs", "id", "(SELECT max(id) FROM handoffs)", "status", lambda v: "rejected" if v != "rejected" else "accepted", "projection"),
     "lineage-parent": ("lot_lineage", EDGE, f"(SELECT max({EDGE}) FROM lot_lineage)", "parent", lambda v: v + "-X", "projection"),
     "participant-name": ("participants", "id", "(SELECT max(id) FROM participants)", "name", lambda v: v + " (edited)", "projection"),
+    "key-added-height": ("participant_keys", "key_id", "(SELECT min(key_id) FROM participant_keys)", "added_height", lambda v: v + 1, "projection"),
 }
 
 
@@ -97,7 +98,7 @@ def test_spilled_and_in_memory_verify_agree(db: Db, tmp_path: Path, absorbed: li
         with tampered(db.url) as conn:
             conn.execute(text(f"UPDATE {table} SET {column} = :v WHERE {key} = :k"), {"v": old, "k": where})
         checked += 1
-    assert checked == len(EDITS) == 6
+    assert checked == len(EDITS) == 7
     # Every edit was undone: the ledger verifies again, spilled or not.
     code, report = _both(data, db.url, absorbed)
     assert code == 0 and report["ok"] is True, report
