@@ -102,3 +102,30 @@ def test_spilled_and_in_memory_verify_agree(db: Db, tmp_path: Path, absorbed: li
     # Every edit was undone: the ledger verifies again, spilled or not.
     code, report = _both(data, db.url, absorbed)
     assert code == 0 and report["ok"] is True, report
+
+
+# (replayed, stored) key streams -> the difference named first
+MERGES = {
+    "equal": ("ace", "ace", None),
+    "both-empty": ("", "", None),
+    "replayed-only-first": ("abc", "bc", ("a", "missing")),
+    "stored-only-first": ("bc", "abc", ("a", "extra")),
+    "replayed-ends-early": ("ab", "abc", ("c", "extra")),
+    "stored-ends-early": ("abc", "ab", ("c", "missing")),
+    "repeats-count-once": ("aabc", "abbc", None),
+    "value-differs": ("ab", "aB", ("b", "wrong")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MERGES))
+def test_first_difference_of_two_sorted_streams(case: str) -> None:
+    from api.verify_sources import _first_difference
+
+    replayed, stored, expected = MERGES[case]
+    # Values: the letter's case; keys: the letter. "aB" stores b with another value than "ab".
+    found = _first_difference(((c.lower(), c) for c in replayed), ((c.lower(), c) for c in stored))
+    assert (found[:2] if found else None) == expected
+
+
+def test_merge_table_is_complete() -> None:
+    assert len(MERGES) == 8
