@@ -36,6 +36,9 @@ EDITS: dict[str, tuple[str, str, str, str, Callable[[Any], Any], str]] = {
     "lineage-parent": ("lot_lineage", EDGE, f"(SELECT max({EDGE}) FROM lot_lineage)", "parent", lambda v: v + "-X", "projection"),
     "participant-name": ("participants", "id", "(SELECT max(id) FROM participants)", "name", lambda v: v + " (edited)", "projection"),
     "key-added-height": ("participant_keys", "key_id", "(SELECT min(key_id) FROM participant_keys)", "added_height", lambda v: v + 1, "projection"),
+    # The facts check names the lot: the first one renamed is missing, the last one is wrong.
+    "first-trace-renamed": ("fact_lot_traces", "lot", "(SELECT min(lot) FROM fact_lot_traces)", "lot", lambda v: "ZZZ-" + v, "facts"),
+    "last-trace-hops": ("fact_lot_traces", "lot", "(SELECT max(lot) FROM fact_lot_traces)", "hops", lambda v: v + 5, "facts"),
 }
 
 
@@ -91,14 +94,17 @@ def test_spilled_and_in_memory_verify_agree(db: Db, tmp_path: Path, absorbed: li
     for name, (table, key, pick, column, change, reason) in EDITS.items():
         with tampered(db.url) as conn:
             old = conn.execute(text(f"SELECT {column} FROM {table} WHERE {key} = {pick}")).scalar_one()
+            picked = conn.execute(text(f"SELECT {key} FROM {table} WHERE {key} = {pick}")).scalar_one()
             where = _edit(conn, table, key, pick, column, change(old))
         code, report = _both(data, db.url, absorbed)
         assert code == 1 and report["ok"] is False, (name, report)
         assert report["reason"] == reason, (name, report)
+        if reason == "facts":
+            assert (report["kind"], report["record"]) == (table, picked), (name, report)
         with tampered(db.url) as conn:
             conn.execute(text(f"UPDATE {table} SET {column} = :v WHERE {key} = :k"), {"v": old, "k": where})
         checked += 1
-    assert checked == len(EDITS) == 7
+    assert checked == len(EDITS) == 9
     # Every edit was undone: the ledger verifies again, spilled or not.
     code, report = _both(data, db.url, absorbed)
     assert code == 0 and report["ok"] is True, report
