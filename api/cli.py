@@ -25,6 +25,7 @@ from ledger.errors import ConfigurationError, LedgerError, ParticipantReserved, 
 from ledger.client import http_json
 from ledger.keys import KeyFile, SigningKey, read_key_file, write_key_file
 from ledger.rules.governance import RESERVED_IDS
+from ledger.spill import DEFAULT_BUDGET
 
 __all__ = ["main", "cli"]
 
@@ -372,6 +373,17 @@ def get(path: str, url: str, key_file: Path | None) -> None:
     sys.exit(EXIT_INVALID if status >= 400 else 0)
 
 
+memory_budget_option = click.option(
+    "--memory-budget",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BUDGET,
+    show_default=True,
+    help="Records of the replayed state (lots, handoffs, contracts, used nonces...) held in "
+    "memory; past it they spill to a scratch file in the temporary directory (TMPDIR), "
+    "deleted at the end. Lower it to use less memory, raise it to spill less.",
+)
+
+
 @cli.command()
 @click.option("--url", help="Verify a server's ledger through its API instead of the local database.")
 @click.option("--ledger-key", help="Trusted ledger public key (base64); default: the one genesis names.")
@@ -394,6 +406,7 @@ def get(path: str, url: str, key_file: Path | None) -> None:
     help="With --url: the key file of an auditor or admin, to sign the reads (RFC 9421).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report, or the failure, as one JSON object on stdout.")
+@memory_budget_option
 @click.pass_obj
 def verify(
     obj: _Ctx,
@@ -403,6 +416,7 @@ def verify(
     save_checkpoint: Path | None,
     key_file: Path | None,
     as_json: bool,
+    memory_budget: int,
 ) -> None:
     """Re-check every block, link, root, signature and authorisation; exit 1 on the first failure.
 
@@ -444,7 +458,11 @@ def verify(
         fail(exc, EXIT_USAGE)
     try:
         signed_http = functools.partial(http_json, key=reader)
-        source = http_source(url, signed_http) if url else db_source(obj.settings)
+        source = (
+            http_source(url, signed_http, memory_budget=memory_budget)
+            if url
+            else db_source(obj.settings, memory_budget=memory_budget)
+        )
         with click.progressbar(length=source.total, label="verifying", file=sys.stderr, show_pos=True) as bar:
             last = [0]
 
@@ -461,6 +479,8 @@ def verify(
                     trusted_checkpoint=checkpoint,
                     progress=progress,
                     on_block=source.on_block,
+                    resume=source.resume,
+                    after_block=source.after_block,
                 )
             finally:
                 source.close()

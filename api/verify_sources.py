@@ -8,9 +8,11 @@ derived tables (or what a server shows as its members) say what the replayed log
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+import operator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +22,14 @@ from ledger import jcs
 from ledger.config import Settings
 from ledger.errors import ChainBroken, LedgerError, Unavailable
 from ledger.merkle import NodeId
+from ledger.spill import DEFAULT_BUDGET, SpillSource
 from ledger.state import KeyRecord, ParticipantRecord
 from ledger.storage import schema as t
 from ledger.state import LedgerState
 from ledger.storage import projection
 from ledger.storage.store import BlockRow, Store
 from ledger.storage.facts_replay import FactsCheck
-from ledger.verify import BlockHook, NodeCheck, StateCheck, StoredBlock, StoredLeaf
+from ledger.verify import BlockHook, ChainCursor, NodeCheck, StateCheck, StoredBlock, StoredLeaf
 
 __all__ = ["ChainSource", "db_source", "http_source", "db_blocks", "http_blocks"]
 
@@ -45,6 +48,10 @@ class ChainSource:
     close: Callable[[], None] = lambda: None
     # Receives each verified block (the facts projection is compared through it).
     on_block: BlockHook | None = None
+    # Where verify_chain starts (a fresh cursor whose state spills to a scratch file), and
+    # what it calls after each block (the spill, once the state outgrows its budget).
+    resume: ChainCursor | None = None
+    after_block: Callable[[ChainCursor], None] | None = None
 
 
 def _node_count(size: int) -> int:
@@ -78,6 +85,49 @@ def _compare_projection(
             )
 
 
+def _first_difference(
+    replayed: Iterable[tuple[Any, Any]],
+    stored: Iterable[tuple[Any, Any]],
+    same: Callable[[Any, Any], bool] = operator.eq,
+) -> tuple[Any, str, Any, Any] | None:
+    """The first key, in sorted order, whose value differs between two streams of (key, value)
+    pairs each sorted by key: (key, how, replayed value, stored value), ``how`` being
+    ``missing`` (replayed only), ``extra`` (stored only) or ``wrong`` (not ``same``). A key
+    repeated in a stream counts once, as in a set. None if they agree."""
+    a, b = iter(replayed), iter(stored)
+    ra, rb = next(a, None), next(b, None)
+    while ra is not None or rb is not None:
+        if rb is None or (ra is not None and ra[0] < rb[0]):
+            assert ra is not None
+            return ra[0], "missing", ra[1], None
+        if ra is None or rb[0] < ra[0]:
+            return rb[0], "extra", None, rb[1]
+        if not same(ra[1], rb[1]):
+            return ra[0], "wrong", ra[1], rb[1]
+        key = ra[0]
+        while ra is not None and ra[0] == key:
+            ra = next(a, None)
+        while rb is not None and rb[0] == key:
+            rb = next(b, None)
+    return None
+
+
+def _compare_projection_streams(
+    kind: str, replayed: Iterable[tuple[str, Mapping[str, Any]]], stored: Iterable[tuple[str, Mapping[str, Any]]], where: str
+) -> None:
+    """:func:`_compare_projection` over two streams sorted by id (memory: one record of each)."""
+
+    def same(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> bool:
+        return all(mine[k] == theirs.get(k) for k in mine)
+
+    differs = _first_difference(replayed, stored, same)
+    if differs is None:
+        return
+    rid, how, mine, theirs = differs
+    _compare_projection(kind, {} if mine is None else {rid: mine}, {} if theirs is None else {rid: theirs}, where)
+    raise AssertionError(f"{kind} {rid} differs but was not named")  # pragma: no cover
+
+
 def _participant_view(rec: ParticipantRecord) -> dict[str, Any]:
     return {
         "name": rec.name,
@@ -94,10 +144,16 @@ def _key_view(rec: KeyRecord) -> dict[str, Any]:
     return {"participant": rec.participant, **view}
 
 
-def db_source(settings: Settings) -> ChainSource:
+def db_source(
+    settings: Settings, *, memory_budget: int = DEFAULT_BUDGET, scratch_dir: str | None = None
+) -> ChainSource:
     """Every block of the local database with its leaves, a check of stored Merkle nodes,
     of rows no block seals, of the participant and key tables, and (through ``on_block``)
-    of the facts projection."""
+    of the facts projection.
+
+    The replayed state spills to a scratch file in ``scratch_dir`` once it holds more than
+    ``memory_budget`` records (ledger.spill, as the offline audit does); ``close`` deletes it.
+    """
     store = Store.open(settings)
     try:
         with store.read() as conn:
@@ -108,10 +164,14 @@ def db_source(settings: Settings) -> ChainSource:
                 # A genesis entry too damaged to read: verify_chain names it at entry 0.
                 policy = None
             origin = _origin(policy.origin if policy else "", store.block(conn, 0))
+        # Participants and keys spill too: a ledger may have as many members as lots.
+        spill = SpillSource(scratch_dir, budget=memory_budget, prefix="filiera-verify-", keep=())
     except BaseException:
         store.dispose()
         raise
     total = head.tree_size if head else 0
+    cursor = ChainCursor.start()
+    cursor.state.source = spill
 
     def blocks() -> Generator[StoredBlock, None, None]:
         height, size = 0, 0
@@ -156,63 +216,47 @@ def db_source(settings: Settings) -> ChainSource:
     facts = FactsCheck(store)
 
     def state_check(state: LedgerState) -> None:
-        participants, keys = state.changed_participants(), state.changed_keys()
+        # Everything the replay changed goes to the scratch file, which gives it back sorted
+        # by key: merged with the stored tables read in the same order, memory holds a row of
+        # each at a time (and the participants and keys, few).
+        spill.absorb(state)
         facts.finish()
         with store.read() as conn:
             for kind in projection.PROJECTED_KINDS:
-                replayed = {r.ident: r for r in state.changed(kind)}
-                stored = {r.ident: r for r in projection.all_records(conn, kind)}
-                for rid in sorted(set(replayed) | set(stored)):
-                    if replayed.get(rid) != stored.get(rid):
-                        where = "missing from" if rid not in stored else "wrong in"
-                        raise _projection_broken(
-                            f"{kind} {rid} is {where} the {kind}s table: the projection does not "
-                            "match the log",
-                            kind=kind,
-                            record=rid,
-                        )
+                with contextlib.closing(projection.iter_records(conn, kind)) as stored:
+                    differs = _first_difference(((r.ident, r) for r in spill.records(kind)), ((r.ident, r) for r in stored))
+                if differs is not None:
+                    rid, where, _, _ = differs
+                    raise _projection_broken(
+                        f"{kind} {rid} is {'missing from' if where == 'missing' else 'wrong in'} the "
+                        f"{kind}s table: the projection does not match the log",
+                        kind=kind,
+                        record=rid,
+                    )
             # Lineage edges follow from the lots' parents; provenance walks them.
-            replayed_edges = {(lot.lot, parent) for lot in state.changed("lot") for parent in lot.parents}
-            stored_edges = {(r.child, r.parent) for r in conn.execute(select(t.lot_lineage))}
-            for child, parent in sorted(replayed_edges ^ stored_edges):
-                where = "missing from" if (child, parent) in replayed_edges else "not in the log but in"
+            replayed_edges = ((lot.lot, parent) for lot in spill.records("lot") for parent in sorted(set(lot.parents)))
+            with contextlib.closing(projection.iter_lineage(conn)) as stored_edges:
+                differs = _first_difference(((e, True) for e in replayed_edges), ((e, True) for e in stored_edges))
+            if differs is not None:
+                (child, parent), where, _, _ = differs
                 raise _projection_broken(
-                    f"lineage edge {parent} -> {child} is {where} the lot_lineage table",
+                    f"lineage edge {parent} -> {child} is "
+                    f"{'missing from' if where == 'missing' else 'not in the log but in'} the lot_lineage table",
                     kind="lot_lineage",
                     record=f"{parent}->{child}",
                 )
-            stored_p = {
-                r.id: {
-                    "name": r.name,
-                    "roles": json.loads(r.roles),
-                    "attributes": json.loads(r.attributes),
-                    "registered_index": r.registered_index,
-                    "registered_height": r.registered_height,
-                    "updated_index": r.updated_index,
-                }
-                for r in conn.execute(select(t.participants))
-            }
-            stored_k = {
-                r.key_id: {
-                    "participant": r.participant,
-                    "public_key": r.public_key,
-                    "status": "revoked" if r.revoked_index is not None else "active",
-                    "added_index": r.added_index,
-                    "added_height": r.added_height,
-                    "revoked_index": r.revoked_index,
-                    "revoked_height": r.revoked_height,
-                    "reason": r.reason,
-                }
-                for r in conn.execute(select(t.participant_keys))
-            }
-        where = "the participants table"
-        _compare_projection(
-            "participant",
-            {p.id: {**_participant_view(p), "updated_index": p.updated_index} for p in participants},
-            stored_p,
-            where,
-        )
-        _compare_projection("key", {k.key_id: _key_view(k) for k in keys}, stored_k, "the participant_keys table")
+            _compare_projection_streams(
+                "participant",
+                ((p.id, {**_participant_view(p), "updated_index": p.updated_index}) for p in spill.records("participant")),
+                ((r.id, _stored_participant(r)) for r in _sorted_rows(conn, t.participants, t.participants.c.id)),
+                "the participants table",
+            )
+            _compare_projection_streams(
+                "key",
+                ((k.key_id, _key_view(k)) for k in spill.records("key")),
+                ((r.key_id, _stored_key(r)) for r in _sorted_rows(conn, t.participant_keys, t.participant_keys.c.key_id)),
+                "the participant_keys table",
+            )
 
     gen = blocks()
 
@@ -221,8 +265,42 @@ def db_source(settings: Settings) -> ChainSource:
         # the pool is closed.
         gen.close()
         store.dispose()
+        spill.close()
 
-    return ChainSource(gen, total, node_check, state_check, close, on_block=facts.on_block)
+    return ChainSource(
+        gen, total, node_check, state_check, close, on_block=facts.on_block,
+        resume=cursor, after_block=lambda cur: spill.maybe_absorb(cur.state),
+    )
+
+
+def _stored_participant(r: Any) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "roles": json.loads(r.roles),
+        "attributes": json.loads(r.attributes),
+        "registered_index": r.registered_index,
+        "registered_height": r.registered_height,
+        "updated_index": r.updated_index,
+    }
+
+
+def _stored_key(r: Any) -> dict[str, Any]:
+    return {
+        "participant": r.participant,
+        "public_key": r.public_key,
+        "status": "revoked" if r.revoked_index is not None else "active",
+        "added_index": r.added_index,
+        "added_height": r.added_height,
+        "revoked_index": r.revoked_index,
+        "revoked_height": r.revoked_height,
+        "reason": r.reason,
+    }
+
+
+def _sorted_rows(conn: Any, table: Any, column: Any) -> Iterator[Any]:
+    """``table``'s rows streamed in code-point order of ``column`` (closed when dropped)."""
+    with contextlib.closing(projection.iter_rows(conn, table, column)) as rows:
+        yield from rows
 
 
 def _text(value: object) -> str:
@@ -320,19 +398,25 @@ def _check_nothing_unsealed(store: Store, size: int) -> None:
 def db_blocks(settings: Settings) -> Source:
     """Every block of the local database with its leaves, and a check of stored Merkle nodes."""
     src = db_source(settings)
-    return src.blocks, src.total, src.node_check
+    return _closing_at_end(src), src.total, src.node_check
 
 
-def http_source(url: str, http_json: Callable[..., tuple[int, Any]]) -> ChainSource:
+def http_source(
+    url: str, http_json: Callable[..., tuple[int, Any]], *, memory_budget: int = DEFAULT_BUDGET, scratch_dir: str | None = None
+) -> ChainSource:
     """Every block of a server's ledger, fetched page by page (entries one by one), and a
-    check that the members and keys the server shows are the ones its log makes."""
+    check that the members and keys the server shows are the ones its log makes. The
+    replayed state spills as :func:`db_source`'s does."""
     base = url.rstrip("/")
     status, info = http_json("GET", base + "/v1/ledger")
     if status != 200 or not isinstance(info, dict):
         raise Unavailable(f"{base}/v1/ledger answered {status}")
     total = int(info["tree_size"])
+    spill = SpillSource(scratch_dir, budget=memory_budget, prefix="filiera-verify-")
+    cursor = ChainCursor.start()
+    cursor.state.source = spill
 
-    def blocks() -> Iterator[StoredBlock]:
+    def blocks() -> Generator[StoredBlock, None, None]:
         height = 0
         while True:
             status, page = http_json("GET", f"{base}/v1/blocks?from={height}&limit={PAGE}")
@@ -357,7 +441,8 @@ def http_source(url: str, http_json: Callable[..., tuple[int, Any]]) -> ChainSou
             height = page["blocks"][-1]["header"]["height"] + 1
 
     def state_check(state: LedgerState) -> None:
-        participants, keys = state.changed_participants(), state.changed_keys()
+        spill.absorb(state)
+        participants, keys = list(spill.records("participant")), list(spill.records("key"))
         shown_p: dict[str, dict[str, Any]] = {}
         shown_k: dict[str, dict[str, Any]] = {}
         after = ""
@@ -376,10 +461,26 @@ def http_source(url: str, http_json: Callable[..., tuple[int, Any]]) -> ChainSou
         _compare_projection("participant", {p.id: _participant_view(p) for p in participants}, shown_p, where)
         _compare_projection("key", {k.key_id: _key_view(k) for k in keys}, shown_k, where)
 
-    return ChainSource(blocks(), total, None, state_check)
+    gen = blocks()
+
+    def close() -> None:
+        gen.close()
+        spill.close()
+
+    return ChainSource(
+        gen, total, None, state_check, close, resume=cursor, after_block=lambda cur: spill.maybe_absorb(cur.state)
+    )
 
 
 def http_blocks(url: str, http_json: Callable[..., tuple[int, Any]]) -> Source:
     """Every block of a server's ledger, fetched page by page (entries one by one)."""
     src = http_source(url, http_json)
-    return src.blocks, src.total, src.node_check
+    return _closing_at_end(src), src.total, src.node_check
+
+
+def _closing_at_end(src: ChainSource) -> Iterator[StoredBlock]:
+    """``src``'s blocks, then ``src.close()`` (its scratch file deleted) once read or dropped."""
+    try:
+        yield from src.blocks
+    finally:
+        src.close()

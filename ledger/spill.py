@@ -1,13 +1,16 @@
-"""A scratch store for the replayed state of a long log, so that an audit's memory stays bounded.
+"""A scratch store for the replayed state of a long log, so that memory stays bounded.
 
-The audit replays the whole log into a :class:`~ledger.state.LedgerState`. For a few thousand
+The offline audit and ``filiera verify`` replay the whole log into a :class:`~ledger.state.LedgerState`. For a few thousand
 entries that fits in memory; for millions it does not (about a kilobyte per entry: lots,
 handoffs, contracts, used nonces). :class:`SpillSource` is a ``StateSource`` over a private,
 temporary SQLite file (the standard library's sqlite3: scratch data, written without fsync and
 deleted at the end): whenever the state in memory grows past a budget, what changed is written
 to it and memory is cleared; the rules then load records back on first use, exactly as sealing
-loads them from the ledger's database. Participants and keys, few and used by every entry, stay
-in memory.
+loads them from the ledger's database. The audit keeps participants and keys, used by every
+entry, in memory; ``filiera verify`` spills them too (``keep=()``): a ledger of many members
+holds as many of them as of lots. After a last :meth:`SpillSource.absorb`, :meth:`SpillSource.records` gives every
+record the replay changed, in code-point order of its key (what ``filiera verify`` compares
+with the stored projection).
 """
 
 from __future__ import annotations
@@ -45,11 +48,20 @@ class SpillSource:
     """A LedgerState source on a scratch SQLite file in ``directory`` (default: the system's
     temporary directory). Call :meth:`close` to delete it."""
 
-    def __init__(self, directory: str | Path | None = None, *, budget: int = DEFAULT_BUDGET) -> None:
-        fd, name = tempfile.mkstemp(prefix="filiera-audit-", suffix=".sqlite", dir=directory)
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        *,
+        budget: int = DEFAULT_BUDGET,
+        prefix: str = "filiera-audit-",
+        keep: Sequence[str] = ("participant", "key"),
+    ) -> None:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".sqlite", dir=directory)
         os.close(fd)
         self.path = Path(name)
         self.budget = budget
+        # Kinds left in memory when the rest spills (the audit's signature workers read the keys).
+        self.keep = tuple(keep)
         self.policy: Policy | None = None
         self.spills = 0
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -92,7 +104,7 @@ class SpillSource:
     # --- spilling -------------------------------------------------------------------------------
 
     def absorb(self, state: LedgerState) -> None:
-        """Write what ``state`` changed, then clear its memory (participants and keys stay)."""
+        """Write what ``state`` changed, then clear its memory (but the kinds in ``keep``)."""
         self.policy = state.get_policy()
         db = self._db
         db.execute("BEGIN")
@@ -105,7 +117,7 @@ class SpillSource:
         db.executemany("INSERT OR IGNORE INTO nonces (digest, entry) VALUES (?, ?)", nonces)
         db.executemany("INSERT OR IGNORE INTO entries (digest) VALUES (?)", [(e,) for e in entries])
         db.execute("COMMIT")
-        state.evict()
+        state.evict(keep=self.keep)
         self.spills += 1
 
     def maybe_absorb(self, state: LedgerState) -> None:

@@ -22,7 +22,7 @@ from ledger.audit import audit_bundle
 from ledger.errors import ConfigurationError, LedgerError
 from ledger.notes import NoteVerifier
 
-from ..cli import EXIT_INVALID, EXIT_USAGE, cli, fail, read_trusted_checkpoint, write_atomic
+from ..cli import EXIT_INVALID, EXIT_USAGE, cli, fail, memory_budget_option, read_trusted_checkpoint, write_atomic
 
 
 def _verifier(text: str) -> NoteVerifier:
@@ -73,6 +73,7 @@ def _open(path: Path) -> IO[bytes]:
 @click.option("--workers", type=click.IntRange(0, 256), help="Processes for signature checks (default: every core; 0: none).")
 @click.option("--recheck-signatures", is_flag=True, help="Check signatures below the trusted checkpoint too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object instead of text.")
+@memory_budget_option
 def audit(
     bundle: Path,
     verifier_key: str,
@@ -85,6 +86,7 @@ def audit(
     workers: int | None,
     recheck_signatures: bool,
     as_json: bool,
+    memory_budget: int,
 ) -> None:
     """Audit an exported BUNDLE offline (`-` reads stdin; .gz is read as gzip).
 
@@ -147,6 +149,7 @@ def audit(
                 workers=workers,
                 progress=progress,
                 recheck_signatures=recheck_signatures,
+                memory_budget=memory_budget,
             )
             if out is not None:
                 out.flush()

@@ -9,9 +9,10 @@ facts or neither: none is lost or written twice, and the projection never lags t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, and_, bindparam, delete, exists, or_, select
@@ -19,7 +20,7 @@ from sqlalchemy import Connection, Table, and_, bindparam, delete, exists, or_, 
 from ..facts import COLUMNS, Fact
 from ..facts_state import ContractProgress, FactsState, LotTrace
 from . import schema as t
-from .projection import existing_keys
+from .projection import existing_keys, iter_rows
 from .statements import chunks, select_in
 
 __all__ = [
@@ -192,14 +193,18 @@ def facts_in_range(conn: Connection, kind: str, start: int, end: int) -> list[Fa
     return [fact_from_row(kind, r) for r in rows]
 
 
-def stored_traces(conn: Connection) -> Iterator[LotTrace]:
-    for r in conn.execute(select(t.fact_lot_traces).order_by(t.fact_lot_traces.c.lot)):
-        yield _trace(r)
+def stored_traces(conn: Connection) -> Generator[LotTrace, None, None]:
+    """Every stored lot trace, streamed in code-point order of the lot."""
+    with contextlib.closing(iter_rows(conn, t.fact_lot_traces, t.fact_lot_traces.c.lot)) as rows:
+        for r in rows:
+            yield _trace(r)
 
 
-def stored_progress(conn: Connection) -> Iterator[ContractProgress]:
-    for r in conn.execute(select(t.fact_contract_progress).order_by(t.fact_contract_progress.c.contract)):
-        yield _progress(r)
+def stored_progress(conn: Connection) -> Generator[ContractProgress, None, None]:
+    """Every stored contract progress record, streamed in code-point order of the contract."""
+    with contextlib.closing(iter_rows(conn, t.fact_contract_progress, t.fact_contract_progress.c.contract)) as rows:
+        for r in rows:
+            yield _progress(r)
 
 
 def clear_facts(conn: Connection) -> None:

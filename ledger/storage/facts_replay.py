@@ -10,7 +10,8 @@ as the replayed ledger state does, one trace per lot).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import Connection, select
 
@@ -102,17 +103,32 @@ class FactsCheck:
                         f"{table.name} holds a fact at {stray.idx}.{stray.seq}, past the log's end at {self.end}",
                         kind=kind, cursor=f"{stray.idx}.{stray.seq}",
                     )
-            traces = {x.lot: x for x in fs.stored_traces(conn)}
-            progress = {x.contract: x for x in fs.stored_progress(conn)}
-        _compare_records("lot trace", dict(self.state.all_traces()), traces, "fact_lot_traces")
-        _compare_records("contract progress", dict(self.state.all_progress()), progress, "fact_contract_progress")
+            # The stored side streams in key order: memory holds the replayed records only.
+            with contextlib.closing(fs.stored_traces(conn)) as traces:
+                _compare_records("lot trace", self.state.all_traces(), ((x.lot, x) for x in traces), "fact_lot_traces")
+            with contextlib.closing(fs.stored_progress(conn)) as progress:
+                _compare_records(
+                    "contract progress", self.state.all_progress(), ((x.contract, x) for x in progress), "fact_contract_progress"
+                )
 
 
-def _compare_records(what: str, replayed: Mapping[str, object], stored: Mapping[str, object], table: str) -> None:
-    for key in sorted(set(replayed) | set(stored)):
-        if replayed.get(key) != stored.get(key):
-            where = "missing from" if key not in stored else ("not in the log but in" if key not in replayed else "wrong in")
-            raise _broken(f"{what} {key} is {where} {table}", kind=table, record=key)
+def _compare_records(what: str, replayed: Mapping[str, object], stored: Iterable[tuple[str, object]], table: str) -> None:
+    """Raise at the first key, in sorted order, whose record differs; ``stored`` comes sorted
+    by key (a key repeated counts once)."""
+    mine, theirs = iter(sorted(replayed)), iter(stored)
+    a, b = next(mine, None), next(theirs, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a < b[0]):
+            assert a is not None
+            raise _broken(f"{what} {a} is missing from {table}", kind=table, record=a)
+        if a is None or b[0] < a:
+            raise _broken(f"{what} {b[0]} is not in the log but in {table}", kind=table, record=b[0])
+        if replayed[a] != b[1]:
+            raise _broken(f"{what} {a} is wrong in {table}", kind=table, record=a)
+        key = a
+        a = next(mine, None)
+        while b is not None and b[0] == key:
+            b = next(theirs, None)
 
 
 class FactsRebuild:

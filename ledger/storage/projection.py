@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Generator, Iterable, Mapping, Sequence, Set
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, select
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, select
 
 from ..state import (
     AttestationRecord,
@@ -21,7 +21,7 @@ from ..state import (
 from . import schema as t
 from .statements import chunks, select_in
 
-__all__ = ["load", "flush", "write_parties", "existing_keys", "PROJECTED_KINDS", "all_records"]
+__all__ = ["load", "flush", "write_parties", "existing_keys", "PROJECTED_KINDS", "iter_records", "iter_rows", "iter_lineage"]
 
 
 def _lot_row(r: LotRecord) -> dict[str, Any]:
@@ -181,7 +181,44 @@ def write_parties(conn: Connection, rows: Iterable[tuple[str, int]]) -> None:
         conn.execute(_INSERT_PARTIES, values)
 
 
-def all_records(conn: Connection, kind: str) -> list[Any]:
-    """Every record of a kind (for `filiera verify`'s projection check)."""
+def _code_point_order(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``column`` sorted as Python sorts text (by code point): SQLite's default BINARY
+    collation does; PostgreSQL's database collation may not, its "C" collation does."""
+    return column.collate("C") if conn.dialect.name == "postgresql" else column
+
+
+def iter_records(conn: Connection, kind: str) -> Generator[Any, None, None]:
+    """Every record of a kind, streamed in code-point order of its key (for `filiera
+    verify`'s projection check, which merges them with the replayed records)."""
     table, col, _, to_record = _KINDS[kind]
-    return [to_record(r) for r in conn.execute(select(table).order_by(table.c[col]))]
+    query = select(table).order_by(_code_point_order(conn, table.c[col]))
+    result = conn.execution_options(stream_results=True, yield_per=1000).execute(query)
+    try:
+        for r in result:
+            yield to_record(r)
+    finally:
+        # A reader that stops at the first difference leaves no server-side cursor open.
+        result.close()
+
+
+def iter_rows(conn: Connection, table: Table, column: ColumnElement[Any]) -> Generator[Any, None, None]:
+    """Every row of ``table``, streamed in code-point order of ``column``."""
+    result = conn.execution_options(stream_results=True, yield_per=1000).execute(
+        select(table).order_by(_code_point_order(conn, column))
+    )
+    try:
+        yield from result
+    finally:
+        result.close()
+
+
+def iter_lineage(conn: Connection) -> Generator[tuple[str, str], None, None]:
+    """Every stored (child, parent) lineage edge, streamed in code-point order."""
+    c = t.lot_lineage.c
+    query = select(c.child, c.parent).order_by(_code_point_order(conn, c.child), _code_point_order(conn, c.parent))
+    result = conn.execution_options(stream_results=True, yield_per=1000).execute(query)
+    try:
+        for r in result:
+            yield (r.child, r.parent)
+    finally:
+        result.close()
