@@ -713,16 +713,15 @@ class Sealer:
                         busy = self.store.has_pending(conn)
                     if busy:
                         self.seal_pending()
-                except (Unavailable, DBAPIError) as exc:
-                    # The database went away mid-round (a restart, a terminated backend, a
-                    # busy file): nothing was committed, and the next round seals the queue.
-                    if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(exc, OperationalError):
-                        log.exception("background sealing round failed")
+                except Exception as exc:  # noqa: BLE001 - keep sealing; the next round retries
+                    if _interrupted(exc):
+                        text = str(exc)
+                        log.warning(
+                            "background sealing round interrupted, the next round retries: %s",
+                            text.splitlines()[0] if text else type(exc).__name__,
+                        )
                     else:
-                        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                        log.warning("background sealing round interrupted, the next round retries: %s", reason)
-                except Exception:  # noqa: BLE001 - keep sealing; the next round retries
-                    log.exception("background sealing round failed")
+                        log.exception("background sealing round failed")
 
         self._thread = threading.Thread(target=run, name="filiera-sealer", daemon=True)
         self._thread.start()
@@ -758,3 +757,9 @@ def _unb64(value: str) -> bytes:
     return base64.b64decode(value, validate=True)
 
 
+def _interrupted(exc: Exception) -> bool:
+    """Whether a sealing round failed because the database went away mid-round (a restart, a
+    terminated backend, a busy file): nothing was committed, and the next round seals the queue."""
+    if isinstance(exc, (Unavailable, OperationalError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
