@@ -117,16 +117,7 @@ def record_renewal(store: Store, row: StoredCosignature) -> bool:
 
 def newest_timestamp(conn: Connection, *, witness: str, key_id: str, tree_size: int) -> int | None:
     """The newest cosignature time (POSIX seconds) of this witness key at ``tree_size``."""
-    newest: int | None = None
-    for table in (t.cosignatures, t.cosignature_renewals):
-        value = conn.execute(
-            select(func.max(table.c.timestamp)).where(
-                table.c.witness == witness, table.c.key_id == key_id, table.c.tree_size == tree_size
-            )
-        ).scalar()
-        if value is not None and (newest is None or int(value) > newest):
-            newest = int(value)
-    return newest
+    return next((r.timestamp for r in _rows_at(conn, [tree_size]) if (r.witness, r.key_id) == (witness, key_id)), None)
 
 
 def _newest_per_key(rows: list[StoredCosignature]) -> list[StoredCosignature]:
