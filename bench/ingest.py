@@ -12,11 +12,12 @@ import json
 import multiprocessing as mp
 import statistics
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from .server import HOST, TICK, Server, cpu_ticks, postgres_pids
 
-__all__ = ["run_single", "run_batch", "register_members", "percentile"]
+__all__ = ["run_single", "run_batch", "register_members", "percentile", "timed_requests"]
 
 JSON = {"Content-Type": "application/json"}
 
@@ -72,24 +73,36 @@ def _single_client(
     for body in bodies[:warmup]:
         _post(conn, "/v1/entries", body)
     barrier.wait()
+    requests = (("POST", "/v1/entries", body) for body in bodies[warmup:])
+    out.put(timed_requests(conn, port, requests, seconds=seconds, timeout=120))
+
+
+def timed_requests(
+    conn: http.client.HTTPConnection, port: int, requests: Iterable[tuple[str, str, bytes | None]], *, seconds: float, timeout: float
+) -> dict[str, Any]:
+    """Send ``requests`` (method, path, JSON body or None) one at a time on ``conn`` until they
+    run out or ``seconds`` pass; a broken connection is reopened and counts as status -1.
+    Returns ``{"records": [(start, latency, status)], "cpu_s": ...}`` and closes ``conn``."""
     cpu0 = time.process_time()
-    start = time.monotonic()
-    deadline = start + seconds
+    deadline = time.monotonic() + seconds
     records: list[tuple[float, float, int]] = []
-    for body in bodies[warmup:]:
+    for method, path, body in requests:
         t = time.monotonic()
         if t >= deadline:
             break
         try:
-            status, _ = _post(conn, "/v1/entries", body)
+            conn.request(method, path, body=body, headers=JSON if body is not None else {})
+            resp = conn.getresponse()
+            resp.read()
+            status = resp.status
         except (OSError, http.client.HTTPException):
             conn.close()
-            conn = http.client.HTTPConnection(HOST, port, timeout=120)
+            conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
             status = -1
         records.append((t, time.monotonic() - t, status))
     cpu = time.process_time() - cpu0
     conn.close()
-    out.put({"records": records, "cpu_s": cpu})
+    return {"records": records, "cpu_s": cpu}
 
 
 def _batch_client(

@@ -21,14 +21,14 @@ the same run. Rate limits are off (bench/server.py): this measures Filiera, not 
 from __future__ import annotations
 
 import http.client
+import itertools
 import random
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .ingest import _run_clients, _single_client, percentile, register_members
+from .ingest import _run_clients, _single_client, percentile, register_members, timed_requests
 from .server import HOST, Server, serve
 from .workload import ORIGIN, Database, database
 
@@ -44,29 +44,8 @@ def _get_client(port: int, paths: list[str], seconds: float, seed: int, barrier:
         conn.request("GET", path)
         conn.getresponse().read()
     barrier.wait()
-    cpu0 = time.process_time()
-    deadline = time.monotonic() + seconds
-    records: list[tuple[float, float, int]] = []
-    i = 0
-    while True:
-        t = time.monotonic()
-        if t >= deadline:
-            break
-        path = order[i % len(order)]
-        i += 1
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            resp.read()
-            status = resp.status
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            conn = http.client.HTTPConnection(HOST, port, timeout=60)
-            status = -1
-        records.append((t, time.monotonic() - t, status))
-    cpu = time.process_time() - cpu0
-    conn.close()
-    out.put({"records": records, "cpu_s": cpu})
+    requests = (("GET", path, None) for path in itertools.cycle(order))
+    out.put(timed_requests(conn, port, requests, seconds=seconds, timeout=60))
 
 
 def _summarise(reports: list[dict[str, Any]], t0: float, cpu: dict[str, float], ok: set[int]) -> dict[str, Any]:
