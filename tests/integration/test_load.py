@@ -21,10 +21,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import platform
-import sqlite3
 import statistics
-import sys
 import threading
 import time
 from collections import Counter
@@ -44,6 +41,7 @@ from ledger.storage.store import make_engine
 
 from ..conftest import LedgerEnv
 from ..factories import Member, key_add
+from ..run_versions import run_versions
 from .conftest import REPO, Server, check_chain, register_members
 
 pytestmark = pytest.mark.slow
@@ -144,25 +142,7 @@ def _summary(latencies: list[float], count: int, seconds: float) -> dict[str, An
 
 
 def _versions(env: LedgerEnv) -> dict[str, Any]:
-    import gunicorn
-    import sqlalchemy
-
-    out: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cores": os.cpu_count(),
-        "sqlalchemy": sqlalchemy.__version__,
-        "gunicorn": gunicorn.__version__,
-        "sqlite": sqlite3.sqlite_version,
-    }
-    if env.backend == "postgresql":
-        engine = make_engine(env.settings)
-        try:
-            with engine.connect() as conn:
-                out["postgresql"] = str(conn.exec_driver_sql("SHOW server_version").scalar_one())
-        finally:
-            engine.dispose()
-    return out
+    return run_versions(make_engine(env.settings) if env.backend == "postgresql" else None)
 
 
 def _blocks_and_entries(env: LedgerEnv) -> tuple[int, int]:

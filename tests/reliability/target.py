@@ -12,11 +12,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import platform
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +28,7 @@ from typing import Any
 from ledger.keys import read_key_file
 
 from ..factories import ORIGIN, Member, register
+from ..run_versions import run_versions
 from .checker import LogRow
 
 __all__ = [
@@ -300,31 +299,7 @@ def verify_cli(data_dir: Path, url: str, ledger_key: str) -> dict[str, Any]:
 
 
 def versions(backend: str) -> dict[str, Any]:
-    import gunicorn
-    import sqlalchemy
-
-    out: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cores": os.cpu_count(),
-        "sqlalchemy": sqlalchemy.__version__,
-        "gunicorn": gunicorn.__version__,
-        "sqlite": sqlite3.sqlite_version,
-    }
-    try:
-        out["filiera_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        out["filiera_commit"] = None
-    if backend == "postgresql":
-        admin = pg_admin()
-        try:
-            with admin.connect() as conn:
-                out["postgresql"] = str(conn.exec_driver_sql("SHOW server_version").scalar_one())
-        finally:
-            admin.dispose()
-    return out
+    return run_versions(pg_admin() if backend == "postgresql" else None)
 
 
 def _exception_line(lines: list[str]) -> str:
