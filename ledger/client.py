@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -49,12 +50,33 @@ def http_json(
     timeout: float = 60,
     key: SigningKey | None = None,
     strict: bool = False,
+    rate_limit_wait: float = 0.0,
+    on_wait: Callable[[float], None] | None = None,
 ) -> tuple[int, Any]:
     """One JSON-over-HTTP call: (status, parsed JSON or text). With ``key`` the request is
     signed (RFC 9421) as that member; with ``strict`` the JSON is parsed as I-JSON (RFC 7493:
     a duplicate key or lone surrogate raises a MalformedInput leaf), as signed documents need.
+
+    A 429 ``rate_limited`` answer is waited out and the request sent again (signed afresh)
+    while its ``Retry-After`` fits in what is left of ``rate_limit_wait`` seconds; ``on_wait``
+    hears each wait first. Resending is safe: entries are idempotent and reads change nothing.
     Raises Unavailable if the server cannot be reached."""
     data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+    budget = rate_limit_wait
+    while True:
+        status, out, retry_after = _http_once(method, url, data, headers, timeout, key, strict)
+        if status != 429 or retry_after is None or retry_after > budget:
+            return status, out
+        if on_wait is not None:
+            on_wait(retry_after)
+        time.sleep(retry_after)
+        budget -= retry_after
+
+
+def _http_once(
+    method: str, url: str, data: bytes | None, headers: Mapping[str, str] | None, timeout: float, key: SigningKey | None, strict: bool
+) -> tuple[int, Any, float | None]:
+    """One request: (status, parsed body, Retry-After in seconds if the server sent one)."""
     hdrs = dict(headers or {})
     if key is not None:
         hdrs.update(sign_request(method, url, key, body=data))
@@ -65,14 +87,22 @@ def http_json(
         req.add_header(k, v)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, raw, ctype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
+            status, raw, resp_headers = resp.status, resp.read(), resp.headers
     except urllib.error.HTTPError as err:
-        status, raw, ctype = err.code, err.read(), err.headers.get("Content-Type", "")
+        status, raw, resp_headers = err.code, err.read(), err.headers
     except (urllib.error.URLError, OSError) as exc:
         raise Unavailable(f"cannot reach {url}: {exc}") from exc
-    if "json" in ctype:
-        return status, jcs.loads(raw) if strict else json.loads(raw)
-    return status, raw.decode("utf-8", "replace")
+    retry_after = _seconds(resp_headers.get("Retry-After"))
+    if "json" in resp_headers.get("Content-Type", ""):
+        return status, jcs.loads(raw) if strict else json.loads(raw), retry_after
+    return status, raw.decode("utf-8", "replace"), retry_after
+
+
+def _seconds(value: str | None) -> float | None:
+    """A Retry-After given in seconds (the form Filiera sends), else None."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
 
 
 def _lot_path(lot: str) -> str:
@@ -100,12 +130,16 @@ class LedgerClient:
         key: KeyFile | None = None,
         verifier_key: str | None = None,
         timeout: float = 60,
+        rate_limit_wait: float = 60,
     ) -> None:
         """``verifier_key``: the ledger's C2SP note verifier key, obtained out of band and
-        pinned; if omitted it is fetched from the server on first use (trust on first use)."""
+        pinned; if omitted it is fetched from the server on first use (trust on first use).
+        ``rate_limit_wait``: seconds a call may spend waiting out 429 ``rate_limited``
+        answers (their ``Retry-After``) before the refusal is raised; 0 raises at once."""
         self.url = url.rstrip("/")
         self.key = key
         self.timeout = timeout
+        self.rate_limit_wait = rate_limit_wait
         self._verifier = NoteVerifier.parse(verifier_key) if verifier_key else None
         self._origin: str | None = self._verifier.name if self._verifier else None
 
@@ -113,7 +147,7 @@ class LedgerClient:
 
     def _call(self, method: str, path: str, body: Any = None, *, signed: bool = False, headers: Mapping[str, str] | None = None, strict: bool = False) -> tuple[int, Any]:
         key = self.key.signing_key if (signed and self.key) else None
-        status, out = http_json(method, self.url + path, body, headers, self.timeout, key, strict)
+        status, out = http_json(method, self.url + path, body, headers, self.timeout, key, strict, self.rate_limit_wait)
         _raise_problem(status, out)
         return status, out
 
@@ -170,14 +204,16 @@ class LedgerClient:
 
     def submit(self, envelope: Mapping[str, Any], *, wait: bool = True) -> dict[str, Any]:
         """Post one envelope. Returns the receipt (201/200) or ``{id, status: pending}`` (202
-        with ``wait=False``). Raises the refusal as its LedgerError leaf."""
+        with ``wait=False``). Raises the refusal as its LedgerError leaf. With a key the request
+        is signed too (RFC 9421), so it counts against this member's rate limit, not against
+        the address it comes from."""
         headers = {} if wait else {"Prefer": "respond-async"}
-        out: dict[str, Any] = self._call("POST", "/v1/entries", dict(envelope), headers=headers)[1]
+        out: dict[str, Any] = self._call("POST", "/v1/entries", dict(envelope), signed=True, headers=headers)[1]
         return out
 
     def submit_batch(self, envelopes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Post up to 1,000 envelopes; one result per envelope (receipt or problem), in order."""
-        out = self._call("POST", "/v1/entries/batch", {"entries": [dict(e) for e in envelopes]})[1]
+        out = self._call("POST", "/v1/entries/batch", {"entries": [dict(e) for e in envelopes]}, signed=True)[1]
         results: list[dict[str, Any]] = out["results"]
         return results
 
