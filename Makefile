@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export FILIERA_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install install-test run demo test test-fast typecheck audit-deps bench reliability clean
+.PHONY: install install-test run demo test test-fast typecheck audit-deps bench reliability fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ bench: install-test
 ## (docs/reliability.md): a summary, and every figure in bench/out/reliability.json
 reliability: install-test
 	$(BIN)/python -m tests.reliability
+
+## make fuzz: TESTPLAN T3's atheris differential fuzz of the proof verifiers against the naive
+## RFC 6962 reference (tests/fuzz/proofs.py) for FUZZ_SECONDS; a crash input lands in bench/out/fuzz
+FUZZ_SECONDS ?= 600
+fuzz: install-test
+	mkdir -p bench/out/fuzz
+	$(BIN)/python -m tests.fuzz.proofs -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=bench/out/fuzz/
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .hypothesis

@@ -1,8 +1,9 @@
 """Tests for ledger.merkle: RFC 9162 vectors, a naive RFC 6962 reference tree, and properties.
 
 Vectors come from tests/vectors/merkle-rfc9162 (transparency-dev/merkle, see its README.md).
-The naive reference below is written straight from the RFC 6962 §2.1 / RFC 9162 §2.1 text and
-uses hashlib directly, so it shares no code with the module under test.
+The naive reference (tests/naive_merkle.py) is written straight from the RFC 6962 §2.1 /
+RFC 9162 §2.1 text and uses hashlib directly, so it shares no code with the module under test.
+The atheris differential fuzz of the verifiers against it is tests/fuzz/proofs.py.
 """
 
 from __future__ import annotations
@@ -37,60 +38,14 @@ from ledger.merkle import (
     verify_inclusion,
 )
 
-VECTORS = Path(__file__).parents[1] / "vectors" / "merkle-rfc9162"
-
-
-# --- naive RFC 6962 §2.1 reference, recursive over the leaf data ----------------------------
+from ..naive_merkle import naive_mth, naive_path, naive_proof
 
 
 def _sha(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _k(n: int) -> int:
-    """The largest power of two smaller than n (n > 1)."""
-    k = 1
-    while k * 2 < n:
-        k *= 2
-    return k
-
-
-def naive_mth(d: Sequence[bytes]) -> bytes:
-    """MTH(D[n]) of RFC 6962 §2.1."""
-    n = len(d)
-    if n == 0:
-        return _sha(b"")
-    if n == 1:
-        return _sha(b"\x00" + d[0])
-    k = _k(n)
-    return _sha(b"\x01" + naive_mth(d[:k]) + naive_mth(d[k:]))
-
-
-def naive_path(m: int, d: Sequence[bytes]) -> list[bytes]:
-    """PATH(m, D[n]) of RFC 6962 §2.1.1."""
-    n = len(d)
-    if n == 1:
-        return []
-    k = _k(n)
-    if m < k:
-        return naive_path(m, d[:k]) + [naive_mth(d[k:])]
-    return naive_path(m - k, d[k:]) + [naive_mth(d[:k])]
-
-
-def naive_subproof(m: int, d: Sequence[bytes], b: bool) -> list[bytes]:
-    """SUBPROOF(m, D[n], b) of RFC 6962 §2.1.2."""
-    n = len(d)
-    if m == n:
-        return [] if b else [naive_mth(d)]
-    k = _k(n)
-    if m <= k:
-        return naive_subproof(m, d[:k], b) + [naive_mth(d[k:])]
-    return naive_subproof(m - k, d[k:], False) + [naive_mth(d[:k])]
-
-
-def naive_proof(m: int, d: Sequence[bytes]) -> list[bytes]:
-    """PROOF(m, D[n]) of RFC 6962 §2.1.2."""
-    return naive_subproof(m, d, True)
+VECTORS = Path(__file__).parents[1] / "vectors" / "merkle-rfc9162"
 
 
 # --- a tree built with the fast code, storing every node as storage would ----------------
