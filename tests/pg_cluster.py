@@ -182,8 +182,10 @@ class Clusters:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # Until each is reaped: a new postmaster refuses to start while the pid in
+        # postmaster.pid exists, even as a zombie.
         deadline = time.monotonic() + 30
-        while any(os.path.exists(f"/proc/{p}") and not _zombie(p) for p in pids) and time.monotonic() < deadline:
+        while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
             time.sleep(0.02)
         return len(pids)
 
@@ -197,12 +199,3 @@ class Clusters:
 
     def logs(self) -> str:
         return "\n".join(f"--- {c.log.name}\n{c.log.read_text(errors='replace')[-2000:]}" for c in self.started if c.log.exists())
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            stat = fh.read()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2 :].split()[0] == "Z"

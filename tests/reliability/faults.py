@@ -13,6 +13,9 @@ or switchable in, production code.
 - ``no_append_lock``: ``Store.append`` takes neither the SQLite writer lock nor ``BEGIN
   IMMEDIATE`` (a plain deferred transaction) nor the PostgreSQL advisory lock, so two workers
   may read the same head and append after it.
+- ``no_unique_constraints`` (PostgreSQL; a fault of the database, made by the harness after
+  ``filiera init``): the log's tables lose their primary keys and unique constraints, the last
+  line of defence once the append lock is gone.
 - ``unsafe_durability_allowed``: the start-up refusal of unsafe PostgreSQL settings (TESTPLAN
   T12) is skipped, so the server runs on ``synchronous_commit=off``.
 """
@@ -119,9 +122,49 @@ FAULTS: dict[str, Callable[[], None]] = {
 def install(names: str) -> None:
     """Install the faults named (comma-separated); an unknown name stops the process."""
     for name in filter(None, (n.strip() for n in names.split(","))):
+        if name in DB_FAULTS:  # made by the harness (drop_unique_constraints)
+            continue
         if name not in FAULTS:
             raise SystemExit(f"{ENV}: unknown fault {name!r}; known: {sorted(FAULTS)}")
         FAULTS[name]()
         # On stderr, which the harness keeps in the server's log: the proof that the control
         # ran against the broken server.
         print(f"{MARK} {name} (pid {os.getpid()})", file=sys.stderr, flush=True)
+
+
+# --- a fault of the database, made by the harness before the server starts ------------------
+
+# The tables a sealing round writes: their primary keys and unique constraints are what stop
+# two rounds appended after the same head from both committing.
+LOG_TABLES = (
+    "entries", "blocks", "merkle_nodes", "entry_parties", "participants", "participant_keys", "lots",
+    "lot_lineage", "lot_handoffs", "handoffs", "contracts", "payments", "attestations",
+    "fact_lot_traces", "fact_contract_progress",
+)
+DB_FAULTS = ("no_unique_constraints",)
+
+
+def drop_unique_constraints(admin_url: str, schema: str) -> list[str]:
+    """``no_unique_constraints`` (PostgreSQL): drop every primary key and unique constraint
+    of the log's tables in ``schema`` (foreign keys on them go too). Returns what was
+    dropped."""
+    from sqlalchemy import create_engine, text
+
+    from ledger.config import normalise_database_url
+
+    engine = create_engine(normalise_database_url(admin_url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT c.relname, k.conname FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :s AND k.contype IN ('p', 'u') AND c.relname = ANY(:t) ORDER BY 1, 2"
+                ),
+                {"s": schema, "t": list(LOG_TABLES)},
+            ).all()
+            for table, name in rows:
+                conn.exec_driver_sql(f'ALTER TABLE "{schema}"."{table}" DROP CONSTRAINT IF EXISTS "{name}" CASCADE')
+            return [f"{table}.{name}" for table, name in rows]
+    finally:
+        engine.dispose()

@@ -13,10 +13,12 @@ Everything listens on 127.0.0.1. Docs: docs/reliability.md.
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 import json
 import multiprocessing as mp
 import os
 import random
+import re
 import signal
 import tempfile
 import time
@@ -31,6 +33,7 @@ from ledger.notes import verifier_for
 from ..factories import ORIGIN, Member
 from .checker import Sent, analyse
 from .client import ClientPlan, run_client
+from .faults import drop_unique_constraints
 from .target import (
     Db,
     Server,
@@ -237,6 +240,11 @@ def run_backend(
         private = dict(plan.private_pg) if plan.private_pg is not None else None
         with database(plan.backend, data_dir, private) as db:
             admin = init_ledger(data_dir, db.url, fault=plan.fault)
+            if "no_unique_constraints" in plan.fault.split(","):
+                if db.schema is None:
+                    raise ValueError("no_unique_constraints is a PostgreSQL fault")
+                dropped = drop_unique_constraints(db.admin_url, db.schema)
+                say(f"  dropped {len(dropped)} primary keys and unique constraints of the log's tables")
             ledger_key = read_key_file(data_dir / "ledger.key").signing_key.public_key
             server = Server(data_dir, db.url, free_port(), plan.workers, data_dir / "gunicorn.log", fault=plan.fault)
             try:
@@ -284,6 +292,12 @@ def run_backend(
             return result
 
 
+def _problem(body: str) -> str:
+    """The problem type of a 5xx body (the bodies differ by their log ids)."""
+    found = re.search(r"urn:filiera:problem:([\w-]+)", body)
+    return found.group(1) if found else body[:60]
+
+
 def _result(
     plan: Plan, kills: list[Kill], began: float, starts: int, findings: dict[str, Any],
     verify: dict[str, Any], sent: list[dict[str, Any]], errors: dict[str, int],
@@ -327,6 +341,9 @@ def _result(
         # Attempts answered 5xx: the server refused to say (503 while the database is away,
         # or an append conflict); the client resends them.
         "errors_5xx": sum(1 for s in sent for a in s["attempts"] if a.get("status", 0) >= 500),
+        "errors_5xx_by_problem": dict(Counter(
+            f'{a["status"]} {_problem(a.get("body", ""))}' for s in sent for a in s["attempts"] if a.get("status", 0) >= 500
+        ).most_common(5)),
         # Tracebacks in the server's log, by exception: reported, not judged (a worker killed
         # mid-request, a database connection terminated), but worth reading.
         "server_tracebacks": sum(errors.values()),

@@ -103,7 +103,8 @@ def database(backend: str, workdir: Path, private: dict[str, str] | None = None)
         return
     cluster = PrivatePg(private) if private is not None else None
     try:
-        with _schema(cluster.url if cluster else PG_URL) as db:
+        # A private cluster goes as a whole; its schema need not be dropped.
+        with _schema(cluster.url if cluster else PG_URL, drop=cluster is None) as db:
             db.cluster = cluster
             yield db
     finally:
@@ -112,12 +113,15 @@ def database(backend: str, workdir: Path, private: dict[str, str] | None = None)
 
 
 @contextmanager
-def _schema(pg_url: str) -> Iterator[Db]:
+def _schema(pg_url: str, *, drop: bool = True) -> Iterator[Db]:
     schema = "t1_" + uuid.uuid4().hex[:12]
     admin = pg_admin(pg_url)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    finally:
+        admin.dispose()
+    try:
         sep = "&" if "?" in pg_url else "?"
         # application_name marks this run's connections, so only they are ever terminated.
         yield Db(
@@ -125,9 +129,13 @@ def _schema(pg_url: str) -> Iterator[Db]:
             admin_url=pg_url,
         )
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
+        if drop:
+            admin = pg_admin(pg_url)
+            try:
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            finally:
+                admin.dispose()
 
 
 def our_backends(admin: Any, app_name: str) -> list[int]:
