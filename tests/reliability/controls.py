@@ -22,6 +22,9 @@ __all__ = ["Control", "CONTROLS", "SHORT", "judge"]
 SHORT = Plan(backend="sqlite", seconds=24, clients=4, kill_every=(3.0, 5.0), min_kills=3, seed=7)
 # synchronous_commit=off, and a WAL writer that flushes every 10 s at most (1 GB of WAL before
 # that): a commit is acknowledged from shared memory, and a crash loses what is not written yet.
+# Kills of the server only: a database kill makes a healthy server answer 503 too, and the
+# append-lock controls are judged by the 5xx answers.
+SERVER_KILLS = ("worker", "group")
 ASYNC_COMMIT = (("synchronous_commit", "off"), ("wal_writer_delay", "10s"), ("wal_writer_flush_after", "1GB"))
 
 
@@ -52,18 +55,18 @@ CONTROLS: tuple[Control, ...] = (
         "lost > 0: entries answered 201 before their block committed die with the worker", _lost,
     ),
     Control(
-        "no_append_lock_sqlite", replace(SHORT, fault="no_append_lock"),
+        "no_append_lock_sqlite", replace(SHORT, fault="no_append_lock", kinds=SERVER_KILLS),
         "5xx > 0: without the writer lock and BEGIN IMMEDIATE, SQLite's single writer refuses the "
         "second round (database is locked) and the server answers 503", _append_conflicts,
     ),
     Control(
-        "no_append_lock_postgresql", replace(SHORT, backend="postgresql", fault="no_append_lock"),
+        "no_append_lock_postgresql", replace(SHORT, backend="postgresql", fault="no_append_lock", kinds=SERVER_KILLS),
         "5xx > 0: without the advisory lock, two rounds append after one head and the unique "
         "keys refuse the second (append conflicts, answered 500)", _append_conflicts,
     ),
     Control(
         "no_append_lock_no_unique_postgresql",
-        replace(SHORT, backend="postgresql", fault="no_append_lock,no_unique_constraints"),
+        replace(SHORT, backend="postgresql", fault="no_append_lock,no_unique_constraints", kinds=SERVER_KILLS),
         "forks, gaps or dup > 0 and filiera verify fails: with neither the lock nor the unique "
         "keys, two blocks are stored at one height", _history,
     ),

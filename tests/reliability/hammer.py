@@ -1,12 +1,15 @@
 """TESTPLAN T1, the crash hammer: ``filiera serve`` (gunicorn, 2+ workers) on one backend, 8
 supplier clients (client.py) posting through kill -9 of a worker, kill -9 of the whole gunicorn
 group (then the server is started again), or on PostgreSQL the termination of one or all of the
-database backends serving the ledger's connections. Afterwards the log is read back,
+database backends serving the ledger's connections, or (in a private cluster of the run's own)
+kill -9 of every process of the database server, then its restart. Afterwards the log is read back,
 :func:`checker.analyse` counts lost, dup, gaps and forks, and ``filiera verify`` recomputes the
 chain and roots.
 
 The shared PostgreSQL server itself is never killed (it serves other work on this machine):
-a backend kill is ``pg_terminate_backend`` on this run's backends only (target.py).
+a backend kill is ``pg_terminate_backend`` on this run's backends only (target.py), and
+pg_cluster exists only for a private cluster. ``Plan.fault`` runs a negative control
+(faults.py, controls.py) against a server broken from test code.
 Everything listens on 127.0.0.1. Docs: docs/reliability.md.
 """
 

@@ -1,10 +1,13 @@
 """The system under test in T1 (hammer.py): a ledger on a fresh database (a SQLite file, or a
-fresh schema in the PostgreSQL server at FILIERA_TEST_PG_URL), ``filiera serve`` over it on a
-loopback port, and what is read back afterwards (the log's rows, ``filiera verify``).
+fresh schema in a private PostgreSQL cluster of the run's own or in the shared server at
+FILIERA_TEST_PG_URL), ``filiera serve`` over it on a loopback port (for a negative control,
+with a fault installed from test code: faults.py), and what is read back afterwards (the log's
+rows, ``filiera verify``).
 
 On PostgreSQL this run's connections carry their own ``application_name``, so that a "backend
 kill" (``pg_terminate_backend``, sent over a separate connection) reaches them and nothing
-else. The PostgreSQL server itself is never signalled: it is shared with other work.
+else. The shared PostgreSQL server is never signalled: it serves other work. Only a private
+cluster (PrivatePg) is ever killed as a whole.
 """
 
 from __future__ import annotations

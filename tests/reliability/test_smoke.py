@@ -41,6 +41,9 @@ def test_a_short_crash_hammer_on_sqlite_loses_nothing(smoke: tuple[dict[str, Any
     outcomes = result["findings"]["outcomes"]
     assert outcomes.get("sealed", 0) > 0 and outcomes.get("queued", 0) > 0, outcomes
     assert result["findings"]["checkpoints_seen"] > 0
+    # No kill of a server that holds its append lock makes it answer 5xx: the figure the
+    # append-lock controls turn red (controls.py).
+    assert result["errors_5xx"] == 0, result["errors_5xx_by_problem"]
 
 
 def test_the_checker_fires_on_the_real_run(smoke: tuple[dict[str, Any], dict[str, Any]]) -> None:
