@@ -353,7 +353,8 @@ def _reliability_row(path: Path) -> str | None:
     when = doc.get("recorded_at", "?")
     found = "; ".join(figures) or "no results"
     if controls:
-        found += "; negative controls (faulty servers, must turn red): " + "; ".join(controls)
+        seeds = sorted({str(c.get("seed")) for c in doc["controls"] if isinstance(c, dict)})
+        found += f"; negative controls (faulty servers, must turn red; seed {', '.join(seeds)}): " + "; ".join(controls)
     return (f"| T1 | crash hammer (kill -9) | `make reliability` (`tests/reliability`) | "
             f"{found}; seed {doc.get('seed', '?')} | `bench/out/reliability.json` of {when} |")
 
