@@ -344,6 +344,10 @@ def _result(
         # Attempts answered 5xx: the server refused to say (503 while the database is away,
         # or an append conflict); the client resends them.
         "errors_5xx": sum(1 for s in sent for a in s["attempts"] if a.get("status", 0) >= 500),
+        # Entries refused with a 4xx, by problem type (refused entries must not be stored: phantom).
+        "refused_by_problem": dict(Counter(
+            f'{s["refusal"]["status"]} {_problem(s["refusal"]["body"])}' for s in sent if s["outcome"] == "refused"
+        ).most_common(5)),
         "errors_5xx_by_problem": dict(Counter(
             f'{a["status"]} {_problem(a.get("body", ""))}' for s in sent for a in s["attempts"] if a.get("status", 0) >= 500
         ).most_common(5)),
