@@ -50,8 +50,9 @@ audit-deps: install-test
 bench: install-test
 	$(BIN)/python -m bench
 
-## make reliability: TESTPLAN T1 crash hammer on SQLite and PostgreSQL, 180 s each with 20+ kill -9
-## (docs/reliability.md): a summary, and every figure in bench/out/reliability.json
+## make reliability: TESTPLAN T1 crash hammer on SQLite and PostgreSQL, 180 s each with 20+ kill -9,
+## then its negative controls against broken servers (docs/reliability.md): a summary, and every
+## figure in bench/out/reliability.json
 reliability: install-test
 	$(BIN)/python -m tests.reliability
 

@@ -343,9 +343,20 @@ def _reliability_row(path: Path) -> str | None:
         fig = ", ".join(f"{k} {x[k]}" for k in keys if k in x) or str(x.get("error", "no figures"))
         verdict = "PASS" if x.get("ok") else "FAIL"
         figures.append(f"{LABELS.get(x.get('backend', ''), x.get('backend', '?'))}: {fig} ({verdict})")
+    controls = []
+    for c in doc.get("controls") or []:
+        if not isinstance(c, dict):
+            continue
+        fig = ", ".join(f"{k} {c[k]}" for k in ("kills", "lost", "dup", "gaps", "forks", "errors_5xx", "verify_ok") if k in c)
+        verdict = ("passes" if c.get("positive") else "red") if c.get("control_ok") else "FAIL"
+        controls.append(f"{c.get('control', '?')}: {fig or c.get('error', 'no figures')} ({verdict})")
     when = doc.get("recorded_at", "?")
+    found = "; ".join(figures) or "no results"
+    if controls:
+        seeds = sorted({str(c.get("seed")) for c in doc["controls"] if isinstance(c, dict)})
+        found += f"; negative controls (faulty servers, must turn red; seed {', '.join(seeds)}): " + "; ".join(controls)
     return (f"| T1 | crash hammer (kill -9) | `make reliability` (`tests/reliability`) | "
-            f"{'; '.join(figures) or 'no results'}; seed {doc.get('seed', '?')} | `bench/out/reliability.json` of {when} |")
+            f"{found}; seed {doc.get('seed', '?')} | `bench/out/reliability.json` of {when} |")
 
 
 def _t9_row(out: Path) -> str | None:

@@ -22,14 +22,11 @@ ready. Replication lag is measured (``bench/out/replica_lag.json``), never asser
 from __future__ import annotations
 
 import dataclasses
-import glob
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,13 +45,15 @@ from ledger.keys import SigningKey, read_key_file
 from ledger.merkle import verify_inclusion
 from ledger.notes import verifier_for, verify_checkpoint
 
+from .. import pg_cluster
 from ..factories import ORIGIN, Member, key_add, register
+from ..pg_cluster import Cluster, Clusters
 from ..supply import handoff, lot, origin
-from .conftest import FILIERA, REPO, Server, free_port, server_env
+from .conftest import FILIERA, REPO, Server, server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-PROGRAMS = ("initdb", "pg_ctl", "pg_basebackup")
+PROGRAMS = pg_cluster.PROGRAMS
 REPLAY_LIMIT_S = 120.0
 THREADS = 4
 APPENDS = int(os.environ.get("FILIERA_REPLICA_APPENDS", "50"))
@@ -62,125 +61,26 @@ OUT_DIR = REPO / "bench" / "out"
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("FILIERA_REQUIRE_PG_BINARIES") == "1":
+    if pg_cluster.required():
         pytest.fail(f"{reason} (FILIERA_REQUIRE_PG_BINARIES=1: apt-get install postgresql)")
     pytest.skip(reason)
 
 
 def _bin_dir() -> Path:
-    """The directory of initdb, pg_ctl and pg_basebackup: ``pg_config --bindir``, Debian's
-    /usr/lib/postgresql/<version>/bin, or the PATH."""
-    candidates: list[Path] = []
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
-        if out.returncode == 0:
-            candidates.append(Path(out.stdout.strip()))
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
-    found = shutil.which("initdb")
-    if found:
-        candidates.append(Path(found).parent)
-    for d in candidates:
-        if all((d / p).is_file() for p in PROGRAMS):
-            return d
-    _unavailable(f"the PostgreSQL server programs ({', '.join(PROGRAMS)}) are not installed")
-    raise AssertionError("unreachable")
+    """The directory of initdb, pg_ctl and pg_basebackup (tests/pg_cluster.py)."""
+    try:
+        return pg_cluster.bin_dir(PROGRAMS)
+    except pg_cluster.Unavailable as exc:
+        _unavailable(str(exc))
+        raise AssertionError("unreachable") from exc
 
 
-@dataclass
-class Cluster:
-    data: Path
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-
-class Clusters:
-    """A primary and its hot standby under one temporary directory."""
-
-    def __init__(self, bindir: Path) -> None:
-        self.bindir = bindir
-        self.as_postgres: list[str] = []
-        if os.geteuid() == 0:
-            if shutil.which("runuser") is None:
-                _unavailable("running as root without runuser: cannot run PostgreSQL as the postgres user")
-            try:
-                import pwd
-
-                owner = pwd.getpwnam("postgres")
-            except KeyError:
-                _unavailable("running as root and there is no postgres user to own the test clusters")
-            self.as_postgres = ["runuser", "-u", "postgres", "--"]
-            self.uid, self.gid = owner.pw_uid, owner.pw_gid
-        else:
-            self.uid, self.gid = os.getuid(), os.getgid()
-        self.base = Path(tempfile.mkdtemp(prefix="filiera-replica-"))
-        os.chown(self.base, self.uid, self.gid)
-        os.chmod(self.base, 0o700)
-        self.started: list[Cluster] = []
-
-    def run(self, program: str, *args: str, timeout: float = 120) -> str:
-        out = subprocess.run(
-            [*self.as_postgres, str(self.bindir / program), *args],
-            capture_output=True, text=True, timeout=timeout, cwd=self.base,
-        )
-        if out.returncode != 0:
-            raise AssertionError(f"{program} {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-        return out.stdout
-
-    def _configure(self, data: Path, port: int) -> None:
-        # Appended last, so these win over what initdb (or the primary's copy) wrote.
-        settings = {
-            "listen_addresses": "'127.0.0.1'",
-            "port": str(port),
-            "unix_socket_directories": f"'{self.base}'",
-            "wal_level": "replica",
-            "max_wal_senders": "4",
-            "hot_standby": "on",
-            "shared_buffers": "32MB",
-            "max_connections": "60",
-            # Not of the shared server's: never the durability settings Filiera checks (T12).
-        }
-        conf = data / "postgresql.conf"
-        with conf.open("a", encoding="utf-8") as f:
-            f.write("\n# filiera test\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
-
-    def start(self, data: Path, port: int) -> Cluster:
-        self._configure(data, port)
-        cluster = Cluster(data, port, self.base / f"{data.name}.log")
-        self.started.append(cluster)
-        self.run("pg_ctl", "-D", str(data), "-l", str(cluster.log), "-w", "-t", "60", "start")
-        return cluster
-
-    def primary(self) -> Cluster:
-        data = self.base / "primary"
-        # Trust on loopback, replication included (initdb's pg_hba.conf for --auth=trust).
-        self.run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
-        hba = (data / "pg_hba.conf").read_text(encoding="utf-8")
-        assert "replication" in hba and "127.0.0.1/32" in hba, hba
-        return self.start(data, free_port())
-
-    def standby(self, primary: Cluster) -> Cluster:
-        data = self.base / "standby"
-        self.run(
-            "pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "-D", str(data),
-            "-R", "-X", "stream", "--checkpoint=fast",
-        )
-        return self.start(data, free_port())
-
-    def stop_all(self) -> None:
-        for cluster in reversed(self.started):
-            subprocess.run(
-                [*self.as_postgres, str(self.bindir / "pg_ctl"), "-D", str(cluster.data), "-m", "immediate", "stop"],
-                capture_output=True, timeout=60, check=False,
-            )
-        shutil.rmtree(self.base, ignore_errors=True)
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {c.log.name}\n{c.log.read_text(errors='replace')[-2000:]}" for c in self.started if c.log.exists())
+def _clusters(bindir: Path) -> Clusters:
+    try:
+        return Clusters(bindir, prefix="filiera-replica-")
+    except pg_cluster.Unavailable as exc:
+        _unavailable(str(exc))
+        raise AssertionError("unreachable") from exc
 
 
 @dataclass
@@ -192,7 +92,7 @@ class Replication:
 
 @pytest.fixture
 def replication() -> Iterator[Replication]:
-    clusters = Clusters(_bin_dir())
+    clusters = _clusters(_bin_dir())
     try:
         primary = clusters.primary()
         standby = clusters.standby(primary)

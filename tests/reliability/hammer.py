@@ -1,22 +1,27 @@
 """TESTPLAN T1, the crash hammer: ``filiera serve`` (gunicorn, 2+ workers) on one backend, 8
 supplier clients (client.py) posting through kill -9 of a worker, kill -9 of the whole gunicorn
 group (then the server is started again), or on PostgreSQL the termination of one or all of the
-database backends serving the ledger's connections. Afterwards the log is read back,
+database backends serving the ledger's connections, or (in a private cluster of the run's own)
+kill -9 of every process of the database server, then its restart. Afterwards the log is read back,
 :func:`checker.analyse` counts lost, dup, gaps and forks, and ``filiera verify`` recomputes the
 chain and roots.
 
 The shared PostgreSQL server itself is never killed (it serves other work on this machine):
-a backend kill is ``pg_terminate_backend`` on this run's backends only (target.py).
+a backend kill is ``pg_terminate_backend`` on this run's backends only (target.py), and
+pg_cluster exists only for a private cluster. ``Plan.fault`` runs a negative control
+(faults.py, controls.py) against a server broken from test code.
 Everything listens on 127.0.0.1. Docs: docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 import json
 import multiprocessing as mp
 import os
 import random
+import re
 import signal
 import tempfile
 import time
@@ -31,10 +36,12 @@ from ledger.notes import verifier_for
 from ..factories import ORIGIN, Member
 from .checker import Sent, analyse
 from .client import ClientPlan, run_client
+from .faults import drop_unique_constraints
 from .target import (
     Db,
     Server,
     database,
+    fault_marks,
     free_port,
     init_ledger,
     log_rows,
@@ -51,9 +58,11 @@ from .target import (
 __all__ = ["Plan", "run_backend", "KILL_WEIGHTS"]
 
 DRAIN_LIMIT_S = 120.0
-# How often each kind of kill is drawn. The database kinds exist on PostgreSQL alone.
-KILL_WEIGHTS = {"worker": 0.4, "group": 0.35, "pg_backend": 0.15, "pg_backends_all": 0.10}
-PG_ONLY = ("pg_backend", "pg_backends_all")
+# How often each kind of kill is drawn. The database kinds exist on PostgreSQL alone, and
+# pg_cluster (SIGKILL of every process of the database server) on a private cluster alone.
+KILL_WEIGHTS = {"worker": 0.4, "group": 0.35, "pg_backend": 0.15, "pg_backends_all": 0.10, "pg_cluster": 0.10}
+PG_ONLY = ("pg_backend", "pg_backends_all", "pg_cluster")
+PRIVATE_ONLY = ("pg_cluster",)
 FIGURES = ("lost", "dup", "gaps", "forks", "phantom", "bad_proofs")
 
 
@@ -75,6 +84,10 @@ class Plan:
     resend_for: float = 20.0  # seconds a client resends a failed post; 0: never (outcome stays unknown)
     seed: int = 1
     kinds: tuple[str, ...] = ()  # kinds of kill to draw from; empty: all the backend has
+    # PostgreSQL: None runs in a fresh schema of the shared server at FILIERA_TEST_PG_URL;
+    # settings (perhaps none) run in a private cluster with them, which pg_cluster may kill.
+    private_pg: tuple[tuple[str, str], ...] | None = None
+    fault: str = ""  # a negative control's broken server (faults.py); "" for the real one
 
 
 @dataclass
@@ -95,6 +108,8 @@ def _kinds(plan: Plan) -> list[str]:
         raise ValueError(f"unknown kinds of kill {sorted(unknown)}; known: {sorted(KILL_WEIGHTS)}")
     if plan.backend != "postgresql":
         kinds = [k for k in kinds if k not in PG_ONLY]
+    if plan.private_pg is None:
+        kinds = [k for k in kinds if k not in PRIVATE_ONLY]
     if not kinds:
         raise ValueError(f"no kind of kill left for {plan.backend}")
     return kinds
@@ -115,6 +130,10 @@ def _kill(server: Server, kind: str, rng: random.Random, admin: Any, db: Db) -> 
         target = f"gunicorn group {server.proc.pid}"
         server.kill_group()
         return kind, target, server.start(wait=False)
+    if kind == "pg_cluster":
+        assert db.cluster is not None
+        killed = db.cluster.crash()
+        return kind, f"{killed} postgres processes, restarted", time.monotonic()
     pids = our_backends(admin, db.app_name or "")
     chosen = pids if kind == "pg_backends_all" or not pids else [rng.choice(pids)]
     done = terminate(admin, chosen)
@@ -173,7 +192,7 @@ def _kill_until(
 ) -> list[Kill]:
     """Kill on schedule until the end of the run; returns what was done."""
     kinds = _kinds(plan)
-    admin = pg_admin() if plan.backend == "postgresql" else None
+    admin = pg_admin(db.admin_url) if plan.backend == "postgresql" else None
     # Targets come from their own stream: how many workers are alive at a kill depends on
     # timing, and must not shift the schedule of kinds and waits that the seed fixes.
     targets = random.Random(f"{plan.seed}/targets")
@@ -221,10 +240,16 @@ def run_backend(
 
     with tempfile.TemporaryDirectory(prefix=f"t1-{plan.backend}-", dir=workdir) as tmp:
         data_dir = Path(tmp)
-        with database(plan.backend, data_dir) as db:
-            admin = init_ledger(data_dir, db.url)
+        private = dict(plan.private_pg) if plan.private_pg is not None else None
+        with database(plan.backend, data_dir, private) as db:
+            admin = init_ledger(data_dir, db.url, fault=plan.fault)
+            if "no_unique_constraints" in plan.fault.split(","):
+                if db.schema is None:
+                    raise ValueError("no_unique_constraints is a PostgreSQL fault")
+                dropped = drop_unique_constraints(db.admin_url, db.schema)
+                say(f"  dropped {len(dropped)} primary keys and unique constraints of the log's tables")
             ledger_key = read_key_file(data_dir / "ledger.key").signing_key.public_key
-            server = Server(data_dir, db.url, free_port(), plan.workers, data_dir / "gunicorn.log")
+            server = Server(data_dir, db.url, free_port(), plan.workers, data_dir / "gunicorn.log", fault=plan.fault)
             try:
                 server.start()
                 members, registered = register_suppliers(server, admin, plan.clients)
@@ -261,9 +286,19 @@ def run_backend(
             if evidence is not None:
                 evidence.update(given)
             findings = analyse(**given)
-            verify = verify_cli(data_dir, db.url, ledger_key.b64)
+            verify = verify_cli(data_dir, db.url, ledger_key.b64, fault=plan.fault)
             _recovery(kills, sent_raw)
-            return _result(plan, kills, began, server.starts, findings.to_json(), verify, sent_raw, errors)
+            result = _result(plan, kills, began, server.starts, findings.to_json(), verify, sent_raw, errors)
+            result["versions"] = versions(plan.backend, db.admin_url)
+            result["database"] = "file" if plan.backend == "sqlite" else ("private cluster" if db.cluster else "shared server")
+            result["fault_installed"] = fault_marks(server.log)
+            return result
+
+
+def _problem(body: str) -> str:
+    """The problem type of a 5xx body (the bodies differ by their log ids)."""
+    found = re.search(r"urn:filiera:problem:([\w-]+)", body)
+    return found.group(1) if found else body[:60]
 
 
 def _result(
@@ -283,10 +318,11 @@ def _result(
         "test": "T1 crash hammer",
         "backend": plan.backend,
         "seed": plan.seed,
+        "fault": plan.fault,
         "plan": {
             "seconds": plan.seconds, "clients": plan.clients, "rate_per_client": plan.rate, "workers": plan.workers,
             "kill_every_s": list(plan.kill_every), "min_kills": plan.min_kills, "async_share": plan.async_share,
-            "resend_for_s": plan.resend_for,
+            "resend_for_s": plan.resend_for, "private_pg": dict(plan.private_pg) if plan.private_pg is not None else None,
         },
         "kills": len(kills),
         "kills_by_kind": {k: sum(1 for x in kills if x.kind == k) for k in sorted({x.kind for x in kills})},
@@ -305,6 +341,16 @@ def _result(
         "unknown_present": findings["unknown_present"],
         "unknown_absent": findings["unknown_absent"],
         "attempts_by_status": attempts,
+        # Attempts answered 5xx: the server refused to say (503 while the database is away,
+        # or an append conflict); the client resends them.
+        "errors_5xx": sum(1 for s in sent for a in s["attempts"] if a.get("status", 0) >= 500),
+        # Entries refused with a 4xx, by problem type (refused entries must not be stored: phantom).
+        "refused_by_problem": dict(Counter(
+            f'{s["refusal"]["status"]} {_problem(s["refusal"]["body"])}' for s in sent if s["outcome"] == "refused"
+        ).most_common(5)),
+        "errors_5xx_by_problem": dict(Counter(
+            f'{a["status"]} {_problem(a.get("body", ""))}' for s in sent for a in s["attempts"] if a.get("status", 0) >= 500
+        ).most_common(5)),
         # Tracebacks in the server's log, by exception: reported, not judged (a worker killed
         # mid-request, a database connection terminated), but worth reading.
         "server_tracebacks": sum(errors.values()),
@@ -319,7 +365,6 @@ def _result(
             }
             for k in kills
         ],
-        "versions": versions(plan.backend),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     result["ok"] = (

@@ -1,10 +1,13 @@
 """The system under test in T1 (hammer.py): a ledger on a fresh database (a SQLite file, or a
-fresh schema in the PostgreSQL server at FILIERA_TEST_PG_URL), ``filiera serve`` over it on a
-loopback port, and what is read back afterwards (the log's rows, ``filiera verify``).
+fresh schema in a private PostgreSQL cluster of the run's own or in the shared server at
+FILIERA_TEST_PG_URL), ``filiera serve`` over it on a loopback port (for a negative control,
+with a fault installed from test code: faults.py), and what is read back afterwards (the log's
+rows, ``filiera verify``).
 
 On PostgreSQL this run's connections carry their own ``application_name``, so that a "backend
 kill" (``pg_terminate_backend``, sent over a separate connection) reaches them and nothing
-else. The PostgreSQL server itself is never signalled: it is shared with other work.
+else. The shared PostgreSQL server is never signalled: it serves other work. Only a private
+cluster (PrivatePg) is ever killed as a whole.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from ledger.keys import read_key_file
 from ..factories import ORIGIN, Member, register
 from ..run_versions import run_versions
 from .checker import LogRow
+from .faults import ENV as FAULT_ENV
+from .faults import MARK as FAULT_MARK
 
 __all__ = [
-    "server_errors",
-    "REPO", "PG_URL", "Db", "database", "pg_admin", "our_backends", "terminate", "free_port", "Server",
+    "server_errors", "fault_marks",
+    "REPO", "PG_URL", "Db", "PrivatePg", "database", "pg_admin", "our_backends", "terminate", "free_port", "Server",
     "init_ledger", "register_suppliers", "log_rows", "pending_count", "verify_cli", "versions",
 ]
 
@@ -42,6 +47,7 @@ HOST = "127.0.0.1"
 PG_URL = os.environ.get("FILIERA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 START_LIMIT_S = 60.0
 _CLI = "from api.cli import main; main()"
+INJECT = Path(__file__).resolve().parent / "inject"
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
 
 
@@ -50,36 +56,89 @@ class Db:
     url: str
     app_name: str | None = None
     schema: str | None = None
+    admin_url: str = PG_URL  # the server that holds the schema
+    cluster: Any = None  # a private cluster (PrivatePg), whose every process may be killed
 
 
 # --- the database ----------------------------------------------------------------------------
 
 
-def pg_admin() -> Any:
+def pg_admin(url: str = PG_URL) -> Any:
     from sqlalchemy import create_engine
 
     from ledger.config import normalise_database_url
 
-    return create_engine(normalise_database_url(PG_URL), isolation_level="AUTOCOMMIT")
+    return create_engine(normalise_database_url(url), isolation_level="AUTOCOMMIT")
+
+
+class PrivatePg:
+    """A PostgreSQL cluster of this run's own (tests/pg_cluster.py), with ``settings`` added
+    to its configuration: unlike the shared server, every one of its processes may be killed."""
+
+    def __init__(self, settings: dict[str, str]) -> None:
+        from ..pg_cluster import Clusters, bin_dir
+
+        self.clusters = Clusters(bin_dir(("initdb", "pg_ctl")), prefix="filiera-t1-")
+        try:
+            self.cluster = self.clusters.primary(settings)
+        except BaseException:
+            self.clusters.stop_all()
+            raise
+        self.url = self.cluster.url
+
+    def crash(self) -> int:
+        """SIGKILL the postmaster and every process it started, then start it again (crash
+        recovery). Returns how many processes were killed."""
+        killed = self.clusters.kill_all(self.cluster)
+        self.clusters.restart(self.cluster)
+        return killed
+
+    def close(self) -> None:
+        self.clusters.stop_all()
 
 
 @contextmanager
-def database(backend: str, workdir: Path) -> Iterator[Db]:
+def database(backend: str, workdir: Path, private: dict[str, str] | None = None) -> Iterator[Db]:
+    """A fresh SQLite file, or a fresh schema: in the shared PostgreSQL server, or with
+    ``private`` (settings, perhaps none) in a cluster of this run's own."""
     if backend == "sqlite":
         yield Db(f"sqlite:///{workdir / 'filiera.db'}")
         return
+    cluster = PrivatePg(private) if private is not None else None
+    try:
+        # A private cluster goes as a whole; its schema need not be dropped.
+        with _schema(cluster.url if cluster else PG_URL, drop=cluster is None) as db:
+            db.cluster = cluster
+            yield db
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+@contextmanager
+def _schema(pg_url: str, *, drop: bool = True) -> Iterator[Db]:
     schema = "t1_" + uuid.uuid4().hex[:12]
-    admin = pg_admin()
+    admin = pg_admin(pg_url)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        sep = "&" if "?" in PG_URL else "?"
-        # application_name marks this run's connections, so only they are ever terminated.
-        yield Db(f"{PG_URL}{sep}options=-csearch_path%3D{schema}&application_name=filiera-{schema}", f"filiera-{schema}", schema)
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.dispose()
+    try:
+        sep = "&" if "?" in pg_url else "?"
+        # application_name marks this run's connections, so only they are ever terminated.
+        yield Db(
+            f"{pg_url}{sep}options=-csearch_path%3D{schema}&application_name=filiera-{schema}", f"filiera-{schema}", schema,
+            admin_url=pg_url,
+        )
+    finally:
+        if drop:
+            admin = pg_admin(pg_url)
+            try:
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            finally:
+                admin.dispose()
 
 
 def our_backends(admin: Any, app_name: str) -> list[int]:
@@ -112,7 +171,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_env(data_dir: Path, url: str) -> dict[str, str]:
+def server_env(data_dir: Path, url: str, fault: str = "") -> dict[str, str]:
+    """The environment of the server and the CLI. ``fault``: a negative control's faults
+    (faults.py), installed at start-up by inject/sitecustomize.py."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FILIERA_")}
     env.update(
         {
@@ -126,6 +187,9 @@ def server_env(data_dir: Path, url: str) -> dict[str, str]:
             "FILIERA_RATE_LIMIT_MEMBER": "off",
         }
     )
+    if fault:
+        env["PYTHONPATH"] = os.pathsep.join([str(INJECT), env["PYTHONPATH"]])
+        env[FAULT_ENV] = fault
     return env
 
 
@@ -160,8 +224,10 @@ class Server:
     """``filiera serve`` in its own session (so the whole gunicorn group can be killed),
     always on the same port so the clients need not know about restarts."""
 
-    def __init__(self, data_dir: Path, url: str, port: int, workers: int, log: Path) -> None:
+    def __init__(self, data_dir: Path, url: str, port: int, workers: int, log: Path, *, fault: str = "") -> None:
         self.data_dir, self.url, self.port, self.workers, self.log = data_dir, url, port, workers, log
+        # A negative control's server (faults.py): broken from test code at start-up.
+        self.fault = fault
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -171,12 +237,15 @@ class Server:
         with self.log.open("ab") as out:
             started = time.monotonic()
             self.proc = subprocess.Popen(
-                args, cwd=REPO, env=server_env(self.data_dir, self.url), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                args, cwd=REPO, env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.starts += 1
         if wait:
             self.wait_healthy()
         return started
+
+    def env(self) -> dict[str, str]:
+        return server_env(self.data_dir, self.url, self.fault)
 
     def wait_healthy(self) -> None:
         assert self.proc is not None
@@ -236,11 +305,11 @@ class Server:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def init_ledger(data_dir: Path, url: str) -> Member:
+def init_ledger(data_dir: Path, url: str, *, fault: str = "") -> Member:
     """``filiera init`` as an operator runs it; returns the admin."""
     subprocess.run(
         [sys.executable, "-c", _CLI, "--data-dir", str(data_dir), "--database-url", url, "init", "--origin", ORIGIN],
-        check=True, capture_output=True, cwd=REPO, env=server_env(data_dir, url),
+        check=True, capture_output=True, cwd=REPO, env=server_env(data_dir, url, fault),
     )
     return Member("admin", read_key_file(data_dir / "admin.key").signing_key)
 
@@ -285,11 +354,11 @@ def pending_count(url: str) -> int:
         engine.dispose()
 
 
-def verify_cli(data_dir: Path, url: str, ledger_key: str) -> dict[str, Any]:
+def verify_cli(data_dir: Path, url: str, ledger_key: str, *, fault: str = "") -> dict[str, Any]:
     """``filiera verify --json`` with the ledger key pinned: chain, links, roots, signatures."""
     proc = subprocess.run(
         [sys.executable, "-c", _CLI, "--data-dir", str(data_dir), "--database-url", url, "verify", "--json", "--ledger-key", ledger_key],
-        capture_output=True, cwd=REPO, env=server_env(data_dir, url), timeout=600,
+        capture_output=True, cwd=REPO, env=server_env(data_dir, url, fault), timeout=600,
     )
     try:
         report = json.loads(proc.stdout)
@@ -298,8 +367,13 @@ def verify_cli(data_dir: Path, url: str, ledger_key: str) -> dict[str, Any]:
     return {"exit": proc.returncode, "report": report, "stderr": proc.stderr.decode(errors="replace")[-300:] if proc.returncode else ""}
 
 
-def versions(backend: str) -> dict[str, Any]:
-    return run_versions(pg_admin() if backend == "postgresql" else None)
+def versions(backend: str, admin_url: str = PG_URL) -> dict[str, Any]:
+    return run_versions(pg_admin(admin_url) if backend == "postgresql" else None)
+
+
+def fault_marks(log: Path) -> int:
+    """How many server processes said at start-up that they run with a fault (faults.py)."""
+    return sum(1 for line in log.read_text(errors="replace").splitlines() if line.startswith(FAULT_MARK))
 
 
 def _exception_line(lines: list[str]) -> str:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from .checker import LogRow, analyse
-from .hammer import Plan, run_backend
+from .controls import SHORT
+from .hammer import run_backend
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +25,9 @@ pytestmark = pytest.mark.slow
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
     evidence: dict[str, Any] = {}
     # Seed 7 draws worker, worker, group: three kills fit in 24 s even on a loaded machine,
-    # where a restart of the whole server can take 10 s.
-    plan = Plan(backend="sqlite", seconds=24, clients=4, kill_every=(3.0, 5.0), min_kills=3, seed=7)
-    result = run_backend(plan, Path(tmp_path_factory.mktemp("t1")), quiet=True, evidence=evidence)
+    # where a restart of the whole server can take 10 s. The same plan as the negative
+    # controls (test_controls.py), which run it against broken servers.
+    result = run_backend(SHORT, Path(tmp_path_factory.mktemp("t1")), quiet=True, evidence=evidence)
     return result, evidence
 
 
@@ -40,6 +41,9 @@ def test_a_short_crash_hammer_on_sqlite_loses_nothing(smoke: tuple[dict[str, Any
     outcomes = result["findings"]["outcomes"]
     assert outcomes.get("sealed", 0) > 0 and outcomes.get("queued", 0) > 0, outcomes
     assert result["findings"]["checkpoints_seen"] > 0
+    # No kill of a server that holds its append lock makes it answer 5xx: the figure the
+    # append-lock controls turn red (controls.py).
+    assert result["errors_5xx"] == 0, result["errors_5xx_by_problem"]
 
 
 def test_the_checker_fires_on_the_real_run(smoke: tuple[dict[str, Any], dict[str, Any]]) -> None:
