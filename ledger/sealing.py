@@ -372,6 +372,13 @@ class Sealer:
         except OperationalError as exc:
             self._fail(batch, Unavailable(f"database busy or unreachable: {exc.orig}"))
             raise Unavailable(f"database busy or unreachable: {exc.orig}") from exc
+        except IntegrityError as exc:
+            # As in seal_pending: another writer took the same position, which the append
+            # lock rules out, so the lock is not doing its job. Refuse loudly, answer 503.
+            log.error("append conflict under the append lock: %s", exc.orig)
+            conflict = Unavailable("append conflict; nothing was acknowledged, submit again")
+            self._fail(batch, conflict)
+            raise conflict from exc
         except LedgerError as exc:
             self._fail(batch, exc)
             raise

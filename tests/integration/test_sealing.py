@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from ledger.errors import KeyInUse, LedgerError, ParticipantExists
+from ledger.errors import KeyInUse, LedgerError, ParticipantExists, Unavailable
 from ledger.keys import SigningKey
 from ledger.sealing import Sealer
 from ledger.storage import schema as t
@@ -375,3 +375,32 @@ def test_sigkill_after_queueing_loses_nothing(ledger_env: LedgerEnv, open_sealer
     assert orphan.height == mine.receipt.height
     assert _count(restarted, entry_id) == 1
     check_chain(ledger_env.settings)
+
+
+# --- a conflict the append lock should have prevented -------------------------------------
+
+
+def test_an_append_conflict_is_refused_503_and_logged(
+    ledger_env: LedgerEnv, open_sealer: Callable[..., Sealer], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If another writer took the block's position (a unique key refuses the insert), the
+    submitter is told to submit again (Unavailable: 503), nothing is acknowledged or written,
+    and the error is logged: it means the append lock failed (TESTPLAN T1's no-lock control
+    showed a 500 here before)."""
+    sealer = open_sealer()
+    env = register(ledger_env.admin, Member("conflicted"), ["producer"])
+    real = sealer.store.write_block
+
+    def taken(*args: Any, **kwargs: Any) -> Any:
+        raise IntegrityError("INSERT INTO blocks ...", {}, Exception("duplicate key value violates unique constraint"))
+
+    monkeypatch.setattr(sealer.store, "write_block", taken)
+    with caplog.at_level("ERROR", logger="filiera"), pytest.raises(Unavailable, match="append conflict"):
+        sealer.submit(env)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "append conflict under the append lock: duplicate key value violates unique constraint"
+    ]
+    monkeypatch.setattr(sealer.store, "write_block", real)
+    before = _blocks(sealer)
+    out = sealer.submit(env)  # submitted again: sealed once
+    assert out.status == "created" and _count(sealer, out.id) == 1 and _blocks(sealer) == before + 1
