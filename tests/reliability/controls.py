@@ -62,7 +62,7 @@ CONTROLS: tuple[Control, ...] = (
     Control(
         "no_append_lock_postgresql", replace(SHORT, backend="postgresql", fault="no_append_lock", kinds=SERVER_KILLS),
         "5xx > 0: without the advisory lock, two rounds append after one head and the unique "
-        "keys refuse the second (append conflicts, answered 500)", _append_conflicts,
+        "keys refuse the second (append conflicts, answered 503)", _append_conflicts,
     ),
     Control(
         "no_append_lock_no_unique_postgresql",
