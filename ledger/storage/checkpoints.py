@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 
 from sqlalchemy import Engine
 
@@ -49,18 +50,25 @@ class Checkpointer:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self.rounds = 0  # checkpoint rounds run, for tests and metrics
+        ref = weakref.ref(self)
+
+        def after_in_child() -> None:
+            # A forked child has none of the parent's threads, and a lock the parent's thread
+            # held at the fork would stay held: start afresh (the thread starts on first nudge).
+            me = ref()
+            if me is not None:
+                me._lock, me._wake, me._thread = threading.Lock(), threading.Event(), None
+
+        os.register_at_fork(after_in_child=after_in_child)
 
     def nudge(self) -> None:
         """A write transaction committed: checkpoint soon (never in the caller's thread)."""
         if self._stop.is_set():
             return
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None:
             with self._lock:
-                if self._thread is None or self._pid != os.getpid():
-                    # A forked child inherits no thread: it starts its own.
-                    self._pid = os.getpid()
+                if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="filiera-checkpoint", daemon=True)
                     self._thread.start()
         self._wake.set()
@@ -70,7 +78,7 @@ class Checkpointer:
         self._stop.set()
         self._wake.set()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread() and self._pid == os.getpid():
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 
     def _run(self) -> None:

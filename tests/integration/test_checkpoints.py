@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -72,3 +73,27 @@ def test_a_commit_checkpoints_itself_only_as_a_backstop(ledger_env: LedgerEnv, o
     assert not checkpointer._thread.is_alive()
     checkpointer.nudge()
     assert not checkpointer._thread.is_alive()
+
+
+def test_a_forked_child_checkpoints_from_a_thread_of_its_own(ledger_env: LedgerEnv, open_sealer: Callable[..., Sealer]) -> None:
+    # gunicorn forks its workers: a child inherits the Store but not the parent's thread.
+    sealer = open_sealer()
+    sealer.submit(register(ledger_env.admin, Member("parent"), ["producer"]))
+    checkpointer = sealer.store._checkpointer
+    assert checkpointer is not None and checkpointer._thread is not None
+    pid = os.fork()
+    if pid == 0:  # the child: append, then wait for its own checkpoint round
+        code = 1
+        try:
+            sealer.store.engine.dispose(close=False)
+            before = checkpointer.rounds
+            assert checkpointer._thread is None
+            sealer.submit(register(ledger_env.admin, Member("child"), ["producer"]))
+            deadline = time.monotonic() + 30
+            while checkpointer.rounds == before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            code = 0 if checkpointer.rounds > before and checkpointer._thread is not None else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
