@@ -76,7 +76,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--samples", type=int, default=400, help="proofs timed per kind and size")
     ap.add_argument("--cache", type=Path, default=OUT / "cache", help="where built ledgers are kept (by size and code version)")
     ap.add_argument("--build-only", action="store_true", help="only build the cached ledgers of --sizes, then exit")
-    ap.add_argument("--append-rounds", type=int, default=3, help="rounds of the append-cost measurement (the median is reported)")
+    ap.add_argument("--append-rounds", type=int, default=7, help="rounds of the append-cost measurement, alternating between the sizes (the median is reported)")
     ap.add_argument("--append-batches", type=int, default=20, help="submit_batch calls per append round")
     ap.add_argument("--append-batch-size", type=int, default=100, help="fresh entries per append submit_batch call")
     ap.add_argument("--append-singles", type=int, default=100, help="single-entry appends per round")

@@ -17,19 +17,23 @@ rebuild by hand. A size missing from the cache grows from the largest cached sma
 first run builds 10k, then 100k from it, then 1M from that. Measurements never touch the cache:
 each size is measured on a copy.
 
-At each size, on each backend
------------------------------
+On each backend
+---------------
 - SQLite: a copy of the cached file. PostgreSQL: the cached ledger copied into a fresh schema
   with ``COPY ... FROM STDIN`` (every table of the schema, row for row: the same valid ledger,
   same ledger key), then ``ANALYZE``; the copy time is reported.
 - proofs: inclusion and consistency proof latency, p50/p95/p99, through the Flask test client
   and as the bare store + Merkle calls (``bench.proofs``), at exactly ``size`` entries.
 - append cost: ``rounds`` rounds of ``batches`` × ``submit_batch`` of ``batch_size`` fresh
-  registrations (each call seals one block and builds each entry's receipt, ``wait=True``), and
-  ``rounds`` rounds of ``singles`` single-entry ``submit_batch`` calls (one entry, one block,
-  one receipt each), all signed beforehand; the median round's entries/s and µs per entry. One
-  more round of each runs first and is reported apart (``warmup_entries_per_s``): it pays for
-  warming the caches of a store just opened on a freshly copied file.
+  registrations (each call seals one block and builds each entry's receipt, ``wait=True``), then
+  ``singles`` single-entry ``submit_batch`` calls (one entry, one block, one receipt each), all
+  signed beforehand. Every size of a backend is open at once and the rounds alternate between
+  them (smallest to largest, then back), so that load from elsewhere on the machine falls on all
+  sizes alike: each round gives a paired ratio to the smallest size, and the lowest and highest
+  of those ratios are its noise band. Reported: the median round's µs per entry, every round,
+  the median paired ratio and its band. One more round runs first and is reported apart
+  (``warmup_entries_per_s``): it pays for warming the caches of a store just opened on a freshly
+  copied file.
 - provenance: the 10-step lineage of ``bench.provenance.add_lineage`` (23 entries) is sealed,
   then ``GET /v1/lots/{lot}/provenance`` of its final lot is timed ``samples`` times
   (``bench.provenance.time_provenance``): p50/p95/p99.
@@ -56,7 +60,7 @@ import sqlite3
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -286,43 +290,71 @@ def _db_bytes(settings: Any) -> int | None:
         store.dispose()
 
 
-def _append_cost(app: Any, admin_seed: bytes, *, tag: str, rounds: int, batches: int, batch_size: int, singles: int, pool: Any) -> dict[str, Any]:
-    """Median round of batch appends and of single-entry appends, each entry a fresh registration."""
-    svc = app.extensions["filiera"]
-    sealer = svc.sealer
-    per_round = batches * batch_size + singles
-    # One more round than reported: the first, on a store just opened over a freshly copied file,
-    # pays for warming SQLite's and the OS's caches; it is kept apart as ``warmup``.
-    signed = pool.starmap(_sign_registrations, [(admin_seed, r * per_round, per_round, f"{tag}-") for r in range(rounds + 1)])
-    batch_rates, single_rates = [], []
-    for envs in signed:
-        bulk, one_by_one = envs[: batches * batch_size], envs[batches * batch_size:]
-        t = time.perf_counter()
-        for i in range(0, len(bulk), batch_size):
-            out = sealer.submit_batch(bulk[i:i + batch_size], wait=True)
-            if any(o.status != "created" for o in out):
-                raise RuntimeError(f"append: {next(o for o in out if o.status != 'created')}")
-        batch_rates.append(len(bulk) / (time.perf_counter() - t))
-        t = time.perf_counter()
-        for env in one_by_one:
-            (o,) = sealer.submit_batch([env], wait=True)
-            if o.status != "created":
-                raise RuntimeError(f"append: {o}")
-        single_rates.append(len(one_by_one) / (time.perf_counter() - t))
+def _append_cost(
+    sealers: dict[int, Any], admin_seeds: dict[int, bytes], *, tags: dict[int, str], rounds: int, batches: int,
+    batch_size: int, singles: int, pool: Any, log: Log, backend: str,
+) -> dict[int, dict[str, Any]]:
+    """Append cost of every size, measured in rounds that alternate between the sizes.
 
-    def summary(rates: list[float], n: int) -> dict[str, Any]:
-        med = statistics.median(rates)
+    Each round appends ``batches`` × ``submit_batch`` of ``batch_size`` fresh registrations,
+    then ``singles`` single-entry ``submit_batch`` calls, to each size in turn, the order of the
+    sizes reversed every other round (ABBA...), so that whatever else loads the machine meanwhile
+    falls on every size alike rather than on whichever size is measured last. The first round is
+    a warm-up, reported apart. Each later round also gives a ratio per size (its cost over the
+    smallest size's in that same round); their spread is the noise band of the ratio."""
+    per_round = batches * batch_size + singles
+    sizes = sorted(sealers)
+    signed = {
+        size: pool.starmap(_sign_registrations, [(admin_seeds[size], r * per_round, per_round, f"{tags[size]}-") for r in range(rounds + 1)])
+        for size in sizes
+    }
+    us: dict[int, dict[str, list[float]]] = {size: {"batch": [], "single": []} for size in sizes}
+    for r in range(rounds + 1):
+        for size in sizes if r % 2 == 0 else sizes[::-1]:
+            sealer, envs = sealers[size], signed[size][r]
+            bulk, one_by_one = envs[: batches * batch_size], envs[batches * batch_size:]
+            t = time.perf_counter()
+            for i in range(0, len(bulk), batch_size):
+                out = sealer.submit_batch(bulk[i:i + batch_size], wait=True)
+                if any(o.status != "created" for o in out):
+                    raise RuntimeError(f"append: {next(o for o in out if o.status != 'created')}")
+            us[size]["batch"].append(1e6 * (time.perf_counter() - t) / len(bulk))
+            t = time.perf_counter()
+            for env in one_by_one:
+                (o,) = sealer.submit_batch([env], wait=True)
+                if o.status != "created":
+                    raise RuntimeError(f"append: {o}")
+            us[size]["single"].append(1e6 * (time.perf_counter() - t) / max(1, len(one_by_one)))
+        if r:
+            log(f"    {backend} append round {r}/{rounds}: " + ", ".join(
+                f"{size:,}: {us[size]['batch'][-1]:,.0f} / {us[size]['single'][-1]:,.0f} µs" for size in sizes))
+    smallest = sizes[0]
+
+    def summary(size: int, kind: str, n: int) -> dict[str, Any]:
+        rounds_us = us[size][kind][1:]
+        med = statistics.median(rounds_us)
+        ratios = [a / b for a, b in zip(rounds_us, us[smallest][kind][1:], strict=True)]
         return {
-            "entries_per_round": n, "rounds": len(rates),
-            "entries_per_s": round(med, 1), "us_per_entry": round(1e6 / med, 1),
-            "rounds_entries_per_s": [round(r, 1) for r in rates],
+            "entries_per_round": n, "rounds": len(rounds_us),
+            "entries_per_s": round(1e6 / med, 1), "us_per_entry": round(med, 1),
+            "rounds_entries_per_s": [round(1e6 / x, 1) for x in rounds_us],
+            "rounds_us_per_entry": [round(x, 1) for x in rounds_us],
+            "spread": round((max(rounds_us) - min(rounds_us)) / med, 3),
+            "warmup_entries_per_s": round(1e6 / us[size][kind][0], 1),
+            # The ratio to the smallest size: of the medians, and per round (paired, same minutes).
+            "ratio_to_smallest": round(med / statistics.median(us[smallest][kind][1:]), 3),
+            "round_ratios": [round(x, 3) for x in ratios],
+            "ratio_median": round(statistics.median(ratios), 3),
+            "ratio_band": [round(min(ratios), 3), round(max(ratios), 3)],
         }
 
     return {
-        "batch": summary(batch_rates[1:], batches * batch_size) | {
-            "batch_size": batch_size, "batches": batches, "warmup_entries_per_s": round(batch_rates[0], 1),
-        },
-        "single": summary(single_rates[1:], singles) | {"warmup_entries_per_s": round(single_rates[0], 1)},
+        size: {
+            "interleaved": sizes,
+            "batch": summary(size, "batch", batches * batch_size) | {"batch_size": batch_size, "batches": batches},
+            "single": summary(size, "single", singles),
+        }
+        for size in sizes
     }
 
 
@@ -366,12 +398,11 @@ def _warm(settings: Any) -> float:
     return time.perf_counter() - t
 
 
-def _measure(settings: Any, size: int, *, opts: dict[str, Any], pool: Any, rng: random.Random, tag: str, log: Log, backend: str) -> dict[str, Any]:
+def _prepare(settings: Any, size: int, *, opts: dict[str, Any], rng: random.Random, log: Log, backend: str) -> dict[str, Any]:
+    """Flush, warm, and time the proofs of one size's ledger (at exactly ``size`` entries)."""
     from api import create_app
-    from ledger.keys import read_key_file
 
     from .proofs import time_proofs
-    from .provenance import add_lineage, time_provenance
 
     res: dict[str, Any] = {"tree_size": size, "db_bytes": _db_bytes(settings), "settle_s": round(_settle(settings), 2)}
     res["warm_s"] = round(_warm(settings), 2)
@@ -383,23 +414,52 @@ def _measure(settings: Any, size: int, *, opts: dict[str, Any], pool: Any, rng: 
         log(f"    {backend} {size:,}: proofs in {time.perf_counter() - t:.0f} s: inclusion p95 "
             f"{res['proofs']['inclusion_http']['p95_ms']:.2f} ms, consistency p95 "
             f"{res['proofs']['consistency_http']['p95_ms']:.2f} ms (test client)")
-        admin_seed = read_key_file(settings.data_dir / "admin.key").signing_key.seed
-        res["append"] = _append_cost(
-            app, admin_seed, tag=tag, rounds=opts["append_rounds"], batches=opts["append_batches"],
-            batch_size=opts["append_batch_size"], singles=opts["append_singles"], pool=pool,
-        )
-        log(f"    {backend} {size:,}: append {res['append']['batch']['us_per_entry']:.0f} µs/entry in batches of "
-            f"{opts['append_batch_size']}, {res['append']['single']['us_per_entry']:.0f} µs/entry one by one")
     finally:
         svc.sealer.stop_background()
         svc.store.dispose()
-    final = add_lineage(settings, origin=ORIGIN)
-    res["provenance"] = time_provenance(settings, final, samples=opts["provenance_samples"])
-    res["provenance"]["tree_size"] = _tree_size(settings)
-    log(f"    {backend} {size:,}: provenance ({res['provenance']['entries']} entries) p50 "
-        f"{res['provenance']['p50_ms']:.1f} ms, p95 {res['provenance']['p95_ms']:.1f} ms")
-    res["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return res
+
+
+def _measure(ledgers: dict[int, Any], *, opts: dict[str, Any], pool: Any, rng: random.Random, log: Log, backend: str) -> list[dict[str, Any]]:
+    """Measure every size of one backend (``ledgers``: size -> settings): proofs size by size,
+    append cost in rounds alternating between the sizes, then provenance size by size."""
+    from api import create_app
+    from ledger.keys import read_key_file
+
+    from .provenance import add_lineage, time_provenance
+
+    sizes = sorted(ledgers)
+    res = {size: _prepare(ledgers[size], size, opts=opts, rng=rng, log=log, backend=backend) for size in sizes}
+    with ExitStack() as stack:
+        sealers, seeds, tags = {}, {}, {}
+        for size in sizes:
+            settings = ledgers[size]
+            svc = create_app(settings, background_sealing=False).extensions["filiera"]
+            stack.callback(svc.store.dispose)
+            stack.callback(svc.sealer.stop_background)
+            sealers[size] = svc.sealer
+            seeds[size] = read_key_file(settings.data_dir / "admin.key").signing_key.seed
+            tags[size] = f"a{size}{backend[0]}{random.Random().randrange(10**6):06d}"
+        appended = _append_cost(
+            sealers, seeds, tags=tags, rounds=opts["append_rounds"], batches=opts["append_batches"],
+            batch_size=opts["append_batch_size"], singles=opts["append_singles"], pool=pool, log=log, backend=backend,
+        )
+    for size in sizes:
+        a = res[size]["append"] = appended[size]
+        log(f"    {backend} {size:,}: append {a['batch']['us_per_entry']:.0f} µs/entry in batches of "
+            f"{opts['append_batch_size']} ({a['batch']['ratio_median']:.2f}x the smallest, rounds "
+            f"{a['batch']['ratio_band'][0]:.2f}-{a['batch']['ratio_band'][1]:.2f}), {a['single']['us_per_entry']:.0f} "
+            f"µs/entry one by one ({a['single']['ratio_median']:.2f}x, {a['single']['ratio_band'][0]:.2f}-"
+            f"{a['single']['ratio_band'][1]:.2f})")
+    for size in sizes:
+        settings = ledgers[size]
+        final = add_lineage(settings, origin=ORIGIN)
+        prov = res[size]["provenance"] = time_provenance(settings, final, samples=opts["provenance_samples"])
+        prov["tree_size"] = _tree_size(settings)
+        log(f"    {backend} {size:,}: provenance ({prov['entries']} entries) p50 "
+            f"{prov['p50_ms']:.1f} ms, p95 {prov['p95_ms']:.1f} ms")
+        res[size]["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return [res[size] for size in sizes]
 
 
 @contextmanager
@@ -437,47 +497,32 @@ def run_scale(
         "demo_lots": DEMO_LOTS, "options": opts, "ledgers": [], "backends": {b: [] for b in backends},
     }
     with mp.get_context("spawn").Pool(2) as pool:
+        built = []
         for size in sizes:
             t = time.perf_counter()
             path, meta = ensure_ledger(size, cache=cache, pool=pool, log=log)
             meta = meta | {"path": str(path), "ensure_s": round(time.perf_counter() - t, 2)}
             out["ledgers"].append(meta)
-            for backend in backends:
-                tag = f"a{size}{backend[0]}{random.Random().randrange(10**6):06d}"
-                with _working_copy(path, workdir, f"scale-{backend}-{size}") as data:
+            built.append((size, path, meta))
+        for backend in backends:
+            # Every size of this backend is open at once, so that append rounds can alternate.
+            with ExitStack() as stack:
+                ledgers: dict[int, Any] = {}
+                extra: dict[int, dict[str, Any]] = {}
+                for size, path, meta in built:
+                    data = stack.enter_context(_working_copy(path, workdir, f"scale-{backend}-{size}"))
                     if backend == "sqlite":
-                        res = _measure(_settings(data), size, opts=opts, pool=pool, rng=rng, tag=tag, log=log, backend=backend)
-                        res["built_by"] = "submit_batch (cached)" if meta["reused"] else "submit_batch"
+                        ledgers[size] = _settings(data)
+                        extra[size] = {"built_by": "submit_batch (cached)" if meta["reused"] else "submit_batch"}
                     else:
                         (data / "filiera.db").unlink()  # the keys stay; the log is copied from the cache
-                        with database("postgresql", pg_url=pg_url, workdir=workdir) as db:
-                            log(f"    postgresql {size:,}: COPY from the cached SQLite ledger")
-                            copied = _copy_to_postgres(path / "filiera.db", db.url)
-                            log(f"      copied in {copied['copy_s']:.0f} s, ANALYZE {copied['analyze_s']:.0f} s")
-                            res = _measure(_settings(data, db.url), size, opts=opts, pool=pool, rng=rng, tag=tag, log=log, backend=backend)
-                            res["built_by"] = "copied from the SQLite ledger (COPY)"
-                            res["copy"] = copied
-                out["backends"][backend].append(res)
-    _ratios(out)
+                        db = stack.enter_context(database("postgresql", pg_url=pg_url, workdir=workdir))
+                        log(f"    postgresql {size:,}: COPY from the cached SQLite ledger")
+                        copied = _copy_to_postgres(path / "filiera.db", db.url)
+                        log(f"      copied in {copied['copy_s']:.0f} s, ANALYZE {copied['analyze_s']:.0f} s")
+                        ledgers[size] = _settings(data, db.url)
+                        extra[size] = {"built_by": "copied from the SQLite ledger (COPY)", "copy": copied}
+                rows = _measure(ledgers, opts=opts, pool=pool, rng=rng, log=log, backend=backend)
+                out["backends"][backend] = [r | extra[r["tree_size"]] for r in rows]
     return out
 
-
-def _ratios(out: dict[str, Any]) -> None:
-    """Append cost at each size relative to the smallest size of the same backend."""
-    for rows in out["backends"].values():
-        if not rows:
-            continue
-        first = rows[0]
-        for r in rows:
-            for kind in ("batch", "single"):
-                a, b = _get(r, "append", kind, "us_per_entry"), _get(first, "append", kind, "us_per_entry")
-                if a and b:
-                    r["append"][kind]["ratio_to_smallest"] = round(a / b, 3)
-
-
-def _get(d: Any, *path: str) -> Any:
-    for p in path:
-        if not isinstance(d, dict) or p not in d:
-            return None
-        d = d[p]
-    return d

@@ -19,6 +19,7 @@ from ..encoding import parse_time
 from ..entries import Envelope, Signature, verify_entry_signature
 from ..errors import (
     GenesisRequired,
+    LedgerError,
     KeyRevoked,
     MissingSignature,
     NonceReused,
@@ -202,9 +203,35 @@ def prefetch(state: LedgerState, envs: Sequence[Envelope]) -> None:
             participants.add(named)
         elif isinstance(named, dict) and isinstance(named.get("id"), str):
             participants.add(named["id"])
+        keys.update(_registered_key_ids(env))
     state.prefetch(
         participants=participants, keys=keys, nonces=[(env.author, env.nonce) for env in envs]
     )
+
+
+def _registered_key_ids(env: Envelope) -> list[str]:
+    """Ids of the keys an entry registers, which its rule looks up to refuse a key already in
+    use: a participant's keys (``participant.register``, each admin's in genesis) or the new
+    key of ``key.add``. The payload's shape was validated when it was parsed; a key that does
+    not decode is skipped here, and its rule refuses it."""
+    from ..encoding import unb64
+
+    p = env.payload
+    if env.type is EntryType.PARTICIPANT_REGISTER:
+        listed = [k["public_key"] for k in p["participant"]["keys"]]
+    elif env.type is EntryType.GENESIS:
+        listed = [k["public_key"] for a in p["admins"] for k in a["keys"]]
+    elif env.type is EntryType.KEY_ADD:
+        listed = [p["public_key"]]
+    else:
+        return []
+    out: list[str] = []
+    for value in listed:
+        try:
+            out.append(compute_key_id(unb64(value, field="public_key", length=32)))
+        except LedgerError:
+            continue
+    return out
 
 
 def apply_entry(

@@ -32,6 +32,7 @@ from ..merkle import NodeId
 from ..state import KeyRecord, ParticipantRecord, Policy
 from . import projection
 from . import schema as t
+from .checkpoints import BACKSTOP_PAGES, Checkpointer
 from .locks import WriterLock
 from .statements import MAX_PAIRS, bucket, chunks, delete_in, padded, select_in, select_in_pairs
 
@@ -122,6 +123,9 @@ def make_engine(settings: Settings) -> Engine:
             # index probes of every append (entry ids, key ids) stay cheap. Writes still go
             # through the WAL; a 0 turns it off.
             cur.execute(f"PRAGMA mmap_size={mmap_bytes}")
+            # Checkpoints run beside the writers (checkpoints.py); a commit checkpoints itself
+            # only if the WAL outgrows what that thread keeps up with.
+            cur.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -347,6 +351,8 @@ class Store:
         self._policy: Policy | None = None
         # Writers queue on this rather than on SQLite's busy handler (see locks.py).
         self._writer_lock = WriterLock(_sqlite_lock_path(engine) if self.dialect == "sqlite" else None)
+        # SQLite: copies committed WAL pages back into the database file off the writers' path.
+        self._checkpointer = Checkpointer(engine) if _sqlite_lock_path(engine) is not None else None
 
     @classmethod
     def open(cls, settings: Settings, *, check: bool = True) -> Store:
@@ -377,6 +383,8 @@ class Store:
         return store
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.engine.dispose()
         self._writer_lock.close()
 
@@ -403,6 +411,7 @@ class Store:
         with self._writer(), self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
             with conn.begin():
                 yield conn
+        self._committed()
 
     @contextmanager
     def append(self, *, lock_timeout_s: float = 30.0) -> Iterator[Connection]:
@@ -421,6 +430,12 @@ class Store:
                         f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"
                     )
                 yield conn
+        self._committed()
+
+    def _committed(self) -> None:
+        """A write transaction committed: its WAL pages are checkpointed soon, in the background."""
+        if self._checkpointer is not None:
+            self._checkpointer.nudge()
 
     # --- reads ------------------------------------------------------------------------
 

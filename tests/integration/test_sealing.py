@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ledger.errors import KeyInUse, LedgerError, ParticipantExists, Unavailable
@@ -275,6 +275,46 @@ def test_queued_entries_are_sealed_in_one_block(ledger_env: LedgerEnv, open_seal
     assert {r.height for r in receipts} == {blocks}
     facts = check_chain(ledger_env.settings)
     assert facts.block_sizes[-1] == 10
+
+
+def _key_reads(sealer: Sealer, envelopes: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """How many statements read participant_keys while ``envelopes`` are submitted in one
+    batch (intake, then sealing), and the outcomes' statuses."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM participant_keys" in statement:
+            seen.append(statement)
+
+    event.listen(sealer.store.engine, "before_cursor_execute", record)
+    try:
+        outcomes = sealer.submit_batch(envelopes)
+    finally:
+        event.remove(sealer.store.engine, "before_cursor_execute", record)
+    return len(seen), [o.status for o in outcomes]
+
+
+def test_the_keys_a_batch_registers_are_looked_up_once_per_block(ledger_env: LedgerEnv, open_sealer: Callable[..., Sealer]) -> None:
+    # Each registration's new key must be checked unused (KeyInUse), at intake and again when
+    # sealing; one query per phase for the whole batch, not one per entry, so that an append
+    # costs no more probes of the key index than it must.
+    sealer = open_sealer()
+    members = [Member(f"k-{i}") for i in range(20)]
+    one, one_status = _key_reads(sealer, [register(ledger_env.admin, Member("k-solo"), ["producer"])])
+    many, many_status = _key_reads(sealer, [register(ledger_env.admin, m, ["producer"]) for m in members])
+    assert one_status == ["created"] and many_status == ["created"] * 20
+    assert many == one <= 2, (one, many)
+    # The batched look-up still refuses a key already in use: registered in an earlier block,
+    # or earlier in the same batch.
+    earlier = members[0]  # its key was registered by the batch above
+    taken = Member("k-taken")
+    outcomes = sealer.submit_batch([
+        register(ledger_env.admin, Member("k-old", earlier.key), ["producer"]),
+        register(ledger_env.admin, taken, ["producer"]),
+        register(ledger_env.admin, Member("k-dup", taken.key), ["producer"]),
+    ])
+    assert [o.status for o in outcomes] == ["rejected", "created", "rejected"]
+    assert all(isinstance(o.error, KeyInUse) for o in (outcomes[0], outcomes[2]))
 
 
 # --- 202 entries ---------------------------------------------------------------------------
