@@ -64,11 +64,15 @@ class Db:
 
 
 def pg_admin(url: str = PG_URL) -> Any:
+    """The harness's own connections (kills, schemas). Not pooled: a private cluster killed
+    whole (``pg_cluster``) takes every open connection with it, and a pooled one would then
+    fail the next kill."""
     from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
 
     from ledger.config import normalise_database_url
 
-    return create_engine(normalise_database_url(url), isolation_level="AUTOCOMMIT")
+    return create_engine(normalise_database_url(url), isolation_level="AUTOCOMMIT", poolclass=NullPool)
 
 
 class PrivatePg:
