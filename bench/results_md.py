@@ -14,7 +14,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["carry_over", "render_markdown", "write_results_md"]
+__all__ = ["carry_over", "render_markdown", "splice_sections", "write_results_md"]
 
 # What each section of a run writes in results.json: (section, where).
 _SECTIONS = {
@@ -409,13 +409,66 @@ def write_results_md(results: dict[str, Any], path: Path, *, reliability: Path |
     path.write_text(text, encoding="utf-8")
 
 
+# The subsection of the generated part each section's figures fill, by its renderer.
+_RENDERERS = {"proofs": "_scale", "audit": "_audit", "provenance": "_provenance_demo", "load": "_load"}
+
+
+def splice_sections(results: dict[str, Any], path: Path, sections: list[str]) -> list[str]:
+    """Replace, in the generated part of ``path``, only the subsections of ``sections`` (e.g.
+    ``proofs``: the 10k/100k/1M tables) with those of ``results``, each marked with the run it
+    comes from; the rest stays as the earlier run wrote it. For a partial run when that earlier
+    run's results.json is gone (carry_over needs it). Returns the headings replaced."""
+    text = path.read_text(encoding="utf-8")
+    head, rest = text.split(BEGIN, 1)
+    body, tail = rest.split(END, 1)
+    lines = body.split("\n")
+    done = []
+    for section in sections:
+        if section not in _RENDERERS:
+            raise SystemExit(f"--splice: no subsection for {section!r}; one of {sorted(_RENDERERS)}")
+        new = globals()[_RENDERERS[section]](results)
+        if not new:
+            raise SystemExit(f"--splice: the run has no {section!r} figures")
+        heading = new[0]
+        if heading not in lines:
+            raise SystemExit(f"--splice: {path} has no {heading!r} to replace")
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("### ")), len(lines))
+        while end > start and not lines[end - 1].strip():
+            end -= 1
+        note = [f"Re-measured by `python -m bench --only {results['config']['only']}` of {results['started']} "
+                "(spliced in: the rest of this part is from the run named at its top).", ""]
+        block = [new[0], "", *note, *new[2:]]
+        while block and not block[-1].strip():
+            block.pop()
+        lines[start:end] = block
+        done.append(heading)
+    path.write_text(f"{head}{BEGIN}" + "\n".join(lines) + f"{END}{tail}", encoding="utf-8")
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.results_md [results.json [older.json ...]]``: rewrite results.md from a
-    saved run, with the sections it did not run taken from the older ones (newest first)."""
+    saved run, with the sections it did not run taken from the older ones (newest first).
+    ``python -m bench.results_md --splice proofs[,audit...] results.json``: replace only those
+    subsections (see :func:`splice_sections`)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
     here = Path(__file__).resolve().parent
+    if args[:1] == ["--splice"]:
+        if len(args) != 3:
+            raise SystemExit("usage: python -m bench.results_md --splice SECTION[,SECTION] results.json")
+        results = json.loads(Path(args[2]).read_text(encoding="utf-8"))
+        done = splice_sections(results, here / "results.md", args[1].split(","))
+        rows = {T1_ROW: _reliability_row(here / "out" / "reliability.json")}
+        text = (here / "results.md").read_text(encoding="utf-8")
+        for prefix, row in rows.items():
+            if row is not None:
+                text = "\n".join(row if line.startswith(prefix) else line for line in text.split("\n"))
+        (here / "results.md").write_text(text, encoding="utf-8")
+        print(f"{here / 'results.md'}: replaced {'; '.join(done)} from {args[2]}")
+        return 0
     files = [Path(a) for a in args] or [here / "out" / "results.json"]
     results = json.loads(files[0].read_text(encoding="utf-8"))
     for older in files[1:]:
