@@ -352,7 +352,8 @@ class Store:
         # Writers queue on this rather than on SQLite's busy handler (see locks.py).
         self._writer_lock = WriterLock(_sqlite_lock_path(engine) if self.dialect == "sqlite" else None)
         # SQLite: copies committed WAL pages back into the database file off the writers' path.
-        self._checkpointer = Checkpointer(engine) if _sqlite_lock_path(engine) is not None else None
+        on_file = self.dialect == "sqlite" and _sqlite_lock_path(engine) is not None
+        self._checkpointer = Checkpointer(engine) if on_file else None
 
     @classmethod
     def open(cls, settings: Settings, *, check: bool = True) -> Store:

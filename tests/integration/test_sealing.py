@@ -444,3 +444,19 @@ def test_an_append_conflict_is_refused_503_and_logged(
     before = _blocks(sealer)
     out = sealer.submit(env)  # submitted again: sealed once
     assert out.status == "created" and _count(sealer, out.id) == 1 and _blocks(sealer) == before + 1
+
+
+def test_only_a_sqlite_file_gets_a_checkpoint_thread(
+    ledger_env: LedgerEnv, open_sealer: Callable[..., Sealer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """WAL checkpoints (ledger/storage/checkpoints.py) are SQLite's: a PostgreSQL store runs no
+    such thread, so appends there log no failed `PRAGMA wal_checkpoint` (they did, every 50 ms,
+    when the check looked only for a database name)."""
+    sealer = open_sealer()
+    with caplog.at_level("WARNING", logger="filiera"):
+        for i in range(3):
+            sealer.submit(register(ledger_env.admin, Member(f"ckpt{i}"), ["producer"]))
+        time.sleep(0.3)  # a checkpoint thread, if any, has had several rounds by now
+    assert (sealer.store._checkpointer is not None) == (sealer.store.dialect == "sqlite")
+    assert not [r for r in caplog.records if "checkpoint" in r.getMessage()]
+    assert not [t for t in threading.enumerate() if t.name == "filiera-checkpoint" and sealer.store.dialect != "sqlite"]
