@@ -217,6 +217,12 @@ def sign(file: str, key_file: Path, out: Path | None) -> None:
         click.echo(text, nl=False)
 
 
+def say_rate_limited(seconds: float, *, after_bar: bool = False) -> None:
+    """On stderr, before waiting out a 429 (``http_json``'s ``on_wait``): what the wait is for.
+    ``after_bar``: a progress bar holds the current line, so start a new one."""
+    click.echo(f"{chr(10) if after_bar else ''}rate limited by the server: waiting {seconds:.0f} s", err=True)
+
+
 @cli.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--url", required=True, help="Ledger base URL, e.g. http://127.0.0.1:8000")
@@ -242,9 +248,6 @@ def submit(files: tuple[str, ...], url: str, is_async: bool, key_file: Path | No
         click.echo(f"error: {exc.code}: {exc.detail}", err=True)
         sys.exit(EXIT_USAGE)
 
-    def waiting(seconds: float) -> None:
-        click.echo(f"rate limited by the server: waiting {seconds:.0f} s", err=True)
-
     def summary() -> None:
         parts = [f"{counts['sealed']} sealed", f"{counts['present']} already present"]
         if counts["queued"]:
@@ -267,7 +270,7 @@ def submit(files: tuple[str, ...], url: str, is_async: bool, key_file: Path | No
             continue
         try:
             status, body = http_json(
-                "POST", url.rstrip("/") + "/v1/entries", env, headers, key=key, rate_limit_wait=rate_limit_wait, on_wait=waiting
+                "POST", url.rstrip("/") + "/v1/entries", env, headers, key=key, rate_limit_wait=rate_limit_wait, on_wait=say_rate_limited
             )
         except (urllib.error.URLError, OSError, LedgerError) as exc:
             summary()

@@ -373,10 +373,7 @@ class Sealer:
             self._fail(batch, Unavailable(f"database busy or unreachable: {exc.orig}"))
             raise Unavailable(f"database busy or unreachable: {exc.orig}") from exc
         except IntegrityError as exc:
-            # As in seal_pending: another writer took the same position, which the append
-            # lock rules out, so the lock is not doing its job. Refuse loudly, answer 503.
-            log.error("append conflict under the append lock: %s", exc.orig)
-            conflict = Unavailable("append conflict; nothing was acknowledged, submit again")
+            conflict = _append_conflict(exc, "append conflict; nothing was acknowledged, submit again")
             self._fail(batch, conflict)
             raise conflict from exc
         except LedgerError as exc:
@@ -486,10 +483,7 @@ class Sealer:
             except OperationalError as exc:
                 raise Unavailable(f"database busy or unreachable: {exc.orig}") from exc
             except IntegrityError as exc:
-                # Another process appended the same position: impossible under the append
-                # lock, so it means the lock is not doing its job. Refuse loudly.
-                log.error("append conflict under the append lock: %s", exc.orig)
-                raise Unavailable("append conflict; retry") from exc
+                raise _append_conflict(exc, "append conflict; retry") from exc
             if sealed_now:
                 self._observe_block_of(len(sealed_now), started)
             # A partial batch means the queue was drained: no need for an empty round.
@@ -762,6 +756,13 @@ def _unb64(value: str) -> bytes:
     import base64
 
     return base64.b64decode(value, validate=True)
+
+
+def _append_conflict(exc: IntegrityError, detail: str) -> Unavailable:
+    """Another writer appended at the same position: impossible under the append lock, so the
+    lock is not doing its job. Logged loudly; the caller answers 503 with ``detail``."""
+    log.error("append conflict under the append lock: %s", exc.orig)
+    return Unavailable(detail)
 
 
 def _interrupted(exc: Exception) -> bool:

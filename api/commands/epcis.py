@@ -10,6 +10,7 @@ refused event; the others are.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from ledger.epcis import (
 from ledger.errors import ConfigurationError, LedgerError, Unavailable
 from ledger.keys import SigningKey, read_key_file
 
-from ..cli import EXIT_INVALID, EXIT_USAGE, cli, fail, write_atomic
+from ..cli import EXIT_INVALID, EXIT_USAGE, cli, fail, say_rate_limited, write_atomic
 
 __all__ = ["epcis"]
 
@@ -157,15 +158,11 @@ def _submit(url: str, envelopes: list[dict[str, Any]], key: SigningKey) -> list[
     counts against that member's rate limit; a 429 is waited out); one result per envelope.
     Exits 2 if the server cannot take a batch (the ones before it stay in)."""
     results: list[dict[str, Any]] = []
-
-    def waiting(seconds: float) -> None:
-        click.echo(f"\nrate limited by the server: waiting {seconds:.0f} s", err=True)
-
     with click.progressbar(length=len(envelopes), label="submitting", file=sys.stderr, show_pos=True) as bar:
         for chunk in _batches(envelopes):
             try:
                 status, body = http_json(
-                    "POST", f"{url}/v1/entries/batch", {"entries": chunk}, key=key, rate_limit_wait=_RATE_LIMIT_WAIT_S, on_wait=waiting
+                    "POST", f"{url}/v1/entries/batch", {"entries": chunk}, key=key, rate_limit_wait=_RATE_LIMIT_WAIT_S, on_wait=functools.partial(say_rate_limited, after_bar=True)
                 )
             except Unavailable as exc:
                 click.echo(f"\nerror: {exc.code}: {exc.detail}", err=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..encoding import parse_time
+from ..encoding import parse_time, unb64
 from ..entries import Envelope, Signature, verify_entry_signature
 from ..errors import (
     GenesisRequired,
@@ -85,8 +85,6 @@ def introduced_keys(env: Envelope) -> dict[str, tuple[str, bytes]]:
     Only these may sign an entry without being registered already: the ledger key on genesis
     and the new key on ``key.add`` (which must prove possession).
     """
-    from ..encoding import unb64
-
     p = env.payload
     if env.type is EntryType.GENESIS:
         raw = unb64(p["ledger_key"], field="payload.ledger_key", length=32)
@@ -214,8 +212,6 @@ def _registered_key_ids(env: Envelope) -> list[str]:
     use: a participant's keys (``participant.register``, each admin's in genesis) or the new
     key of ``key.add``. The payload's shape was validated when it was parsed; a key that does
     not decode is skipped here, and its rule refuses it."""
-    from ..encoding import unb64
-
     p = env.payload
     if env.type is EntryType.PARTICIPANT_REGISTER:
         listed = [k["public_key"] for k in p["participant"]["keys"]]

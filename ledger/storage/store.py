@@ -349,11 +349,12 @@ class Store:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._policy: Policy | None = None
+        # A SQLite database file (not PostgreSQL, not in memory) has a lock file beside it.
+        lock_path = _sqlite_lock_path(engine) if self.dialect == "sqlite" else None
         # Writers queue on this rather than on SQLite's busy handler (see locks.py).
-        self._writer_lock = WriterLock(_sqlite_lock_path(engine) if self.dialect == "sqlite" else None)
-        # SQLite: copies committed WAL pages back into the database file off the writers' path.
-        on_file = self.dialect == "sqlite" and _sqlite_lock_path(engine) is not None
-        self._checkpointer = Checkpointer(engine) if on_file else None
+        self._writer_lock = WriterLock(lock_path)
+        # A SQLite file: committed WAL pages are copied back into it off the writers' path.
+        self._checkpointer = Checkpointer(engine) if lock_path is not None else None
 
     @classmethod
     def open(cls, settings: Settings, *, check: bool = True) -> Store:
