@@ -403,10 +403,15 @@ def write_results_md(results: dict[str, Any], path: Path, *, reliability: Path |
     rows = {T1_ROW: _reliability_row(reliability) if reliability is not None else None}
     if reliability is not None:
         rows["| T9 |"] = _t9_row(reliability.parent)
+    path.write_text(_with_rows(text, rows), encoding="utf-8")
+
+
+def _with_rows(text: str, rows: dict[str, str | None]) -> str:
+    """``text`` with each line that starts with a key of ``rows`` replaced by its row (None: kept)."""
     for prefix, row in rows.items():
         if row is not None:
             text = "\n".join(row if line.startswith(prefix) else line for line in text.split("\n"))
-    path.write_text(text, encoding="utf-8")
+    return text
 
 
 # The subsection of the generated part each section's figures fill, by its renderer.
@@ -461,12 +466,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("usage: python -m bench.results_md --splice SECTION[,SECTION] results.json")
         results = json.loads(Path(args[2]).read_text(encoding="utf-8"))
         done = splice_sections(results, here / "results.md", args[1].split(","))
-        rows = {T1_ROW: _reliability_row(here / "out" / "reliability.json")}
         text = (here / "results.md").read_text(encoding="utf-8")
-        for prefix, row in rows.items():
-            if row is not None:
-                text = "\n".join(row if line.startswith(prefix) else line for line in text.split("\n"))
-        (here / "results.md").write_text(text, encoding="utf-8")
+        rows = {T1_ROW: _reliability_row(here / "out" / "reliability.json")}
+        (here / "results.md").write_text(_with_rows(text, rows), encoding="utf-8")
         print(f"{here / 'results.md'}: replaced {'; '.join(done)} from {args[2]}")
         return 0
     files = [Path(a) for a in args] or [here / "out" / "results.json"]

@@ -15,13 +15,14 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .procs import child_pids, free_port
 
 __all__ = ["PROGRAMS", "Unavailable", "required", "bin_dir", "Cluster", "Clusters"]
 
@@ -54,12 +55,6 @@ def bin_dir(programs: Sequence[str] = PROGRAMS) -> Path:
         if all((d / p).is_file() for p in programs):
             return d
     raise Unavailable(f"the PostgreSQL server programs ({', '.join(programs)}) are not installed")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -142,7 +137,7 @@ class Clusters:
         self.run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
         hba = (data / "pg_hba.conf").read_text(encoding="utf-8")
         assert "replication" in hba and "127.0.0.1/32" in hba, hba
-        return self.start(data, _free_port(), settings)
+        return self.start(data, free_port(), settings)
 
     def standby(self, primary: Cluster) -> Cluster:
         data = self.base / "standby"
@@ -150,7 +145,7 @@ class Clusters:
             "pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "-D", str(data),
             "-R", "-X", "stream", "--checkpoint=fast",
         )
-        return self.start(data, _free_port())
+        return self.start(data, free_port())
 
     def processes(self, cluster: Cluster) -> list[int]:
         """The postmaster (first) and every process it started."""
@@ -158,17 +153,7 @@ class Clusters:
             postmaster = int((cluster.data / "postmaster.pid").read_text(encoding="ascii").split()[0])
         except (OSError, ValueError, IndexError):
             return []
-        children = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as fh:
-                    stat = fh.read()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == postmaster:
-                children.append(int(name))
+        children = child_pids(postmaster)
         alive = os.path.exists(f"/proc/{postmaster}")
         return ([postmaster] if alive else []) + children
 

@@ -9,7 +9,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from click.testing import CliRunner, Result
 from api.cli import cli
 
 from ..conftest import BACKENDS, drop_pg_schema, new_pg_schema
+from ..procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 FILIERA = str(Path(sys.executable).with_name("filiera"))
@@ -58,12 +58,6 @@ def run_entry_point(args: Sequence[str], *, env: dict[str, str] | None = None, t
     return subprocess.run(
         [FILIERA, *args], capture_output=True, text=True, env=clean_env(env), cwd=REPO, timeout=timeout
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- a database for a whole module -------------------------------------------------------

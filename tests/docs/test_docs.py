@@ -18,7 +18,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -35,6 +34,7 @@ from click.testing import CliRunner
 from api.cli import cli
 from ledger.config import SETTINGS_ENV, Settings
 
+from ..procs import free_port
 from .gen_vectors import (
     PROTOCOL_DOC,
     ROOT,
@@ -536,13 +536,6 @@ _SH = re.compile(r"^```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 _TOUR_URL = "URL=http://127.0.0.1:8000"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("FILIERA_", "VIRTUAL_ENV"))}
 
@@ -556,7 +549,7 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     filiera = str(ROOT / ".venv" / "bin" / "filiera")
     env = {**_clean_env(), "FILIERA_DATA_DIR": str(tmp_path / "var")}
     subprocess.run([filiera, "demo", "--if-missing"], cwd=tmp_path, env=env, check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
         [filiera, "serve", "--port", str(port), "--workers", "1"],

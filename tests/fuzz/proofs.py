@@ -96,6 +96,34 @@ def _verdict(check: Callable[[], None]) -> bool:
     return True
 
 
+def _mutated(fdp: Any, honest: dict[str, Any], sizes: tuple[str, ...]) -> dict[str, Any]:
+    """``honest`` with up to ``MAX_MUTATIONS`` of its fields changed as the fuzzer says: the
+    ``sizes`` moved, the proof edited, any other (hash) field damaged."""
+    claim = dict(honest)
+    fields = list(honest)
+    for _ in range(fdp.ConsumeIntInRange(0, MAX_MUTATIONS)):
+        what = fdp.PickValueInList(fields)
+        if what in sizes:
+            claim[what] = _size(fdp, claim[what])
+        elif what == "proof":
+            claim[what] = _proof(fdp, claim[what])
+        else:
+            claim[what] = _bytes(fdp, claim[what])
+    return claim
+
+
+def _compare(
+    name: str, verify: Callable[..., None], reference: Callable[..., bool], claim: dict[str, Any], honest: dict[str, Any], about: str
+) -> None:
+    """The verifier's verdict on ``claim`` must be the reference's (which holds every honest claim)."""
+    holds = reference(**claim)
+    if claim == honest:
+        assert holds, "the reference refuses an honest proof"
+    got = _verdict(lambda: verify(**claim))
+    if got != holds:
+        raise Mismatch(f"{name} said {got}, the reference {holds}: {about}, {len(claim['proof'])} proof hashes")
+
+
 def _inclusion(fdp: Any, leaves: list[bytes]) -> None:
     size = fdp.ConsumeIntInRange(1, len(leaves))
     index = fdp.ConsumeIntInRange(0, size - 1)
@@ -103,22 +131,9 @@ def _inclusion(fdp: Any, leaves: list[bytes]) -> None:
         "leaf_hash": naive_leaf_hash(leaves[index]), "index": index, "tree_size": size,
         "proof": naive_path(index, leaves[:size]), "root": naive_mth(leaves[:size]),
     }
-    claim = dict(honest)
-    for _ in range(fdp.ConsumeIntInRange(0, MAX_MUTATIONS)):
-        what = fdp.PickValueInList(["leaf_hash", "index", "tree_size", "proof", "root"])
-        if what in ("index", "tree_size"):
-            claim[what] = _size(fdp, claim[what])
-        elif what == "proof":
-            claim[what] = _proof(fdp, claim[what])
-        else:
-            claim[what] = _bytes(fdp, claim[what])
-    i, n = claim["index"], claim["tree_size"]
-    holds = naive_verify_inclusion(**claim)
-    if claim == honest:
-        assert holds, "the reference refuses an honest proof"
-    got = _verdict(lambda: verify_inclusion(**claim))
-    if got != holds:
-        raise Mismatch(f"verify_inclusion said {got}, the reference {holds}: index {i}, size {n}, {len(claim['proof'])} proof hashes")
+    claim = _mutated(fdp, honest, ("index", "tree_size"))
+    about = f"index {claim['index']}, size {claim['tree_size']}"
+    _compare("verify_inclusion", verify_inclusion, naive_verify_inclusion, claim, honest, about)
 
 
 def _consistency(fdp: Any, leaves: list[bytes]) -> None:
@@ -128,22 +143,9 @@ def _consistency(fdp: Any, leaves: list[bytes]) -> None:
         "old_size": old, "new_size": new, "proof": naive_proof(old, leaves[:new]),
         "old_root": naive_mth(leaves[:old]), "new_root": naive_mth(leaves[:new]),
     }
-    claim = dict(honest)
-    for _ in range(fdp.ConsumeIntInRange(0, MAX_MUTATIONS)):
-        what = fdp.PickValueInList(["old_size", "new_size", "proof", "old_root", "new_root"])
-        if what in ("old_size", "new_size"):
-            claim[what] = _size(fdp, claim[what])
-        elif what == "proof":
-            claim[what] = _proof(fdp, claim[what])
-        else:
-            claim[what] = _bytes(fdp, claim[what])
-    m, n = claim["old_size"], claim["new_size"]
-    holds = naive_verify_consistency(**claim)
-    if claim == honest:
-        assert holds, "the reference refuses an honest proof"
-    got = _verdict(lambda: verify_consistency(**claim))
-    if got != holds:
-        raise Mismatch(f"verify_consistency said {got}, the reference {holds}: sizes {m} -> {n}, {len(claim['proof'])} proof hashes")
+    claim = _mutated(fdp, honest, ("old_size", "new_size"))
+    about = f"sizes {claim['old_size']} -> {claim['new_size']}"
+    _compare("verify_consistency", verify_consistency, naive_verify_consistency, claim, honest, about)
 
 
 def test_one_input(data: bytes) -> None:

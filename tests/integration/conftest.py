@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from ledger.verify import VerifyReport, verify_chain
 
 from ..conftest import LedgerEnv
 from ..factories import Member, register
+from ..procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 GUNICORN_CONF = REPO / "api" / "gunicorn.conf.py"
@@ -121,12 +121,6 @@ def check_chain(settings: Settings) -> ChainFacts:
 
 
 # --- a real server -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

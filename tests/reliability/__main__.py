@@ -101,8 +101,7 @@ def _control_summary(results: list[dict[str, Any]]) -> str:
         if r.get("error"):
             verdict = "FAIL: could not run"
         rows.append((r["control"], r["backend"], *(str(r.get(k)) for k in CONTROL_FIGURES), verdict))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
+    return _aligned(rows)
 
 
 def _summary(results: list[dict[str, Any]]) -> str:
@@ -114,6 +113,11 @@ def _summary(results: list[dict[str, Any]]) -> str:
         rows.append((name, *(str(r.get(name)) for r in results)))
     rows.append(("kills by kind", *(json.dumps(r.get("kills_by_kind")) for r in results)))
     rows.append(("verdict", *("PASS" if r.get("ok") else "FAIL" for r in results)))
+    return _aligned(rows)
+
+
+def _aligned(rows: list[tuple[str, ...]]) -> str:
+    """Rows of cells as text columns, each as wide as its widest cell."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
 

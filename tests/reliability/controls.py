@@ -90,11 +90,12 @@ def judge(control: Control, result: dict[str, Any]) -> dict[str, Any]:
     run turned red (and its server did run with the fault), or a safe twin passed."""
     # The control ran against the broken server, not a healthy one: its processes said so.
     installed = not control.plan.fault or bool(result.get("fault_installed"))
+    red = control.red(result)
     result.update(
         control=control.name,
         expect=control.expect,
         positive=control.positive,
-        turned_red=not control.positive and control.red(result),
-        control_ok=installed and control.red(result),
+        turned_red=not control.positive and red,
+        control_ok=installed and red,
     )
     return result

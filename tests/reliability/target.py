@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 from ledger.keys import read_key_file
 
 from ..factories import ORIGIN, Member, register
+from ..procs import child_pids, free_port
 from ..run_versions import run_versions
 from .checker import LogRow
 from .faults import ENV as FAULT_ENV
@@ -119,15 +119,19 @@ def database(backend: str, workdir: Path, private: dict[str, str] | None = None)
             cluster.close()
 
 
-@contextmanager
-def _schema(pg_url: str, *, drop: bool = True) -> Iterator[Db]:
-    schema = "t1_" + uuid.uuid4().hex[:12]
+def _admin_sql(pg_url: str, sql: str) -> None:
     admin = pg_admin(pg_url)
     try:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+            conn.exec_driver_sql(sql)
     finally:
         admin.dispose()
+
+
+@contextmanager
+def _schema(pg_url: str, *, drop: bool = True) -> Iterator[Db]:
+    schema = "t1_" + uuid.uuid4().hex[:12]
+    _admin_sql(pg_url, f"CREATE SCHEMA {schema}")
     try:
         sep = "&" if "?" in pg_url else "?"
         # application_name marks this run's connections, so only they are ever terminated.
@@ -137,12 +141,7 @@ def _schema(pg_url: str, *, drop: bool = True) -> Iterator[Db]:
         )
     finally:
         if drop:
-            admin = pg_admin(pg_url)
-            try:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            finally:
-                admin.dispose()
+            _admin_sql(pg_url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def our_backends(admin: Any, app_name: str) -> list[int]:
@@ -169,12 +168,6 @@ def terminate(admin: Any, pids: list[int]) -> int:
 # --- the server ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def server_env(data_dir: Path, url: str, fault: str = "") -> dict[str, str]:
     """The environment of the server and the CLI. ``fault``: a negative control's faults
     (faults.py), installed at start-up by inject/sitecustomize.py."""
@@ -195,21 +188,6 @@ def server_env(data_dir: Path, url: str, fault: str = "") -> dict[str, str]:
         env["PYTHONPATH"] = os.pathsep.join([str(INJECT), env["PYTHONPATH"]])
         env[FAULT_ENV] = fault
     return env
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as fh:
-                text = fh.read()
-        except OSError:
-            continue
-        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(name))
-    return found
 
 
 def _healthy(port: int) -> bool:
@@ -263,7 +241,7 @@ class Server:
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None
-        return _children(self.proc.pid)
+        return child_pids(self.proc.pid)
 
     def kill_group(self) -> None:
         assert self.proc is not None
@@ -274,7 +252,7 @@ class Server:
         self.proc.wait(timeout=30)
         # Workers are in the same group; wait until none holds the port any more.
         deadline = time.monotonic() + 10
-        while _children(self.proc.pid) and time.monotonic() < deadline:
+        while child_pids(self.proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def stop(self) -> None:
