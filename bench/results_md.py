@@ -181,6 +181,10 @@ def _scale(results: dict[str, Any]) -> list[str]:
             "≤ 1 within noise at 1M")
         if v1:
             row("append in batches: entries/s ÷ 1-core Ed25519 verify/s", lambda r: f"{r['append']['batch']['entries_per_s'] / v1:.3f}")
+        row("write-back after each round (untimed): µs/entry (batch; single), ratio to the smallest",
+            lambda r: "{:,.0f}; {:,.0f} ({:.2f}; {:.2f})".format(
+                r["append"]["batch"]["write_back_us_per_entry"], r["append"]["single"]["write_back_us_per_entry"],
+                r["append"]["batch"]["write_back_ratio_to_smallest"], r["append"]["single"]["write_back_ratio_to_smallest"]))
         row("append rounds, µs/entry (batch; single)", lambda r: ", ".join(f"{x:,.0f}" for x in r["append"]["batch"]["rounds_us_per_entry"]) + "; " + ", ".join(f"{x:,.0f}" for x in r["append"]["single"]["rounds_us_per_entry"]))
         row("append warm-up round (not counted), entries/s (batch; single)", lambda r: f"{r['append']['batch']['warmup_entries_per_s']:,.0f}; {r['append']['single']['warmup_entries_per_s']:,.0f}")
         row("database size on disk, MiB", lambda r: f"{r['db_bytes'] / 2**20:,.0f}")

@@ -1,56 +1,106 @@
-"""SQLite WAL checkpoints, run beside the writers instead of inside their commits.
+"""SQLite WAL checkpoints, run beside the writers instead of inside their commits, and
+deferred while they write.
 
 In WAL mode every commit appends the pages it changed to the ``-wal`` file, and a checkpoint
-copies them back into the database file. By default SQLite checkpoints inside whichever commit
-takes the WAL past 1,000 pages: that commit then also writes every page the WAL holds to its
-place in the database file and syncs it, before the writer may answer. In a small ledger those
-pages are few and close together; in a million-entry one each append dirties its own pages of
-the random-key indexes (entry ids, nonces, key ids), scattered over a file of a gigabyte, and the
-checkpoint's writes and sync made appends in blocks of 100 cost about a third more per entry at
-1M entries than at 10k (bench/results.md).
+copies them back into the database file and syncs it. By default SQLite checkpoints inside
+whichever commit takes the WAL past 1,000 pages: that commit then also writes every page the
+WAL holds to its place in the database file, before the writer may answer. In a small ledger
+those pages are few and close together; in a million-entry one each append dirties its own
+pages of the random-key indexes (entry ids, nonces, key ids), scattered over a file of a
+gigabyte. Copied back after every block, those scattered writes and their sync made appends in
+blocks of 100 cost about a fifth more per entry at 1M entries than at 10k (bench/results.md),
+even from a thread of their own, since they share the disk with the next commits.
 
-So each process that writes checkpoints from a thread of its own: after a write transaction
-commits, :meth:`Checkpointer.nudge` wakes it, and it runs a ``PASSIVE`` checkpoint, which never
-blocks writers or readers (it copies what no reader still needs, and leaves the rest for the
-next round). Durability does not depend on it: a committed transaction is already synced in the
-WAL. SQLite's own checkpoint at commit stays as a backstop, at :data:`BACKSTOP_PAGES`, for a
-WAL that grows while nothing runs this thread (another tool writing, or a checkpoint that
-cannot keep up).
+So each process that writes runs checkpoints from a thread of its own, and defers them, as
+PostgreSQL's checkpointer defers its write-back: after a write transaction commits,
+:meth:`Checkpointer.nudge` wakes the thread, which then waits until either
+
+- the writers have been quiet for :data:`IDLE_S` (a burst of appends is copied back once, after
+  it, while nobody waits for a commit), or
+- the WAL holds :data:`BUDGET_BYTES` of pages not yet copied back (under sustained writes the
+  WAL stays bounded, and a page changed by many blocks meanwhile is written back once),
+
+and runs a ``PASSIVE`` checkpoint, which never blocks writers or readers (it copies what no
+reader still needs, and leaves the rest for the next round). Durability does not depend on it:
+a committed transaction is already synced in the WAL. SQLite's own checkpoint at commit stays
+as a backstop, at :data:`BACKSTOP_BYTES`, for a WAL that grows while nothing runs this thread
+(another tool writing, or a checkpoint that cannot keep up); after a checkpoint the ``-wal``
+file is cut back to the budget (``journal_size_limit``).
+
+Deferring does not make the copying free: it is the same random writes, fewer of them (a page
+written by several blocks is copied once), done while no append waits. bench/scale.py times it
+apart, after each round of appends ("write-back").
+
+How much waits is read from the WAL-index header in the ``-shm`` file (``szPage``, the page
+size; ``mxFrame``, the last valid frame; ``nBackfill``, the frames already copied back), whose
+layout SQLite documents in "The WAL-Index File Format" (https://sqlite.org/walformat.html, section 2.1).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import time
 import weakref
+from pathlib import Path
 
 from sqlalchemy import Engine
 
-__all__ = ["BACKSTOP_PAGES", "Checkpointer"]
+__all__ = ["BACKSTOP_BYTES", "BUDGET_BYTES", "IDLE_S", "Checkpointer", "wal_backlog"]
 
 log = logging.getLogger("filiera.storage")
 
-# SQLite's wal_autocheckpoint on Filiera's connections: checkpoints in a commit only once the
-# WAL holds this many pages (about 40 MB of 4 KiB pages), ten times SQLite's default.
-BACKSTOP_PAGES = 10_000
+# Copy the WAL back once the writers have been quiet this long...
+IDLE_S = 0.25
+# ... or once this much committed data waits in it, whichever comes first.
+BUDGET_BYTES = 64 << 20
+# SQLite's wal_autocheckpoint on Filiera's connections (set in pages of the file's size): a commit
+# checkpoints itself only once the WAL holds this much, four times the budget.
+BACKSTOP_BYTES = 4 * BUDGET_BYTES
 
-# At most one checkpoint round per this many seconds: a burst of commits is copied back in one
-# round (each round syncs the database file), a lone commit within this delay.
-MIN_INTERVAL_S = 0.05
+# The WAL-index header (walformat.html 2.1): two copies of a 48-byte WalIndexHdr, then the
+# WalCkptInfo whose first field is nBackfill, all in the host's byte order.
+_HDR = 48
+_VERSION = 3007000
+_U32 = struct.Struct("=I")
+_U16 = struct.Struct("=H")
+
+
+def wal_backlog(shm: Path) -> int | None:
+    """Bytes of pages committed to the WAL of the database whose ``-shm`` file is ``shm`` and
+    not yet copied back into the database file, or None when that cannot be read consistently
+    now (no WAL index yet, or a writer changing the header as it is read)."""
+    try:
+        with open(shm, "rb") as fh:
+            head = fh.read(2 * _HDR + 4)
+    except OSError:
+        return None
+    if len(head) < 2 * _HDR + 4 or head[:_HDR] != head[_HDR:2 * _HDR]:
+        return None
+    if _U32.unpack_from(head, 0)[0] != _VERSION:
+        return None
+    page: int = _U16.unpack_from(head, 14)[0]
+    mx_frame: int = _U32.unpack_from(head, 16)[0]
+    backfilled: int = _U32.unpack_from(head, 2 * _HDR)[0]
+    return max(0, mx_frame - backfilled) * (65536 if page == 1 else page)
 
 
 class Checkpointer:
     """Checkpoints one SQLite database's WAL from a daemon thread, started on first nudge."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, idle_s: float = IDLE_S, budget_bytes: int = BUDGET_BYTES) -> None:
         self._engine = engine
+        database = engine.url.database
+        self._shm = Path(f"{database}-shm") if database else None
+        self.idle_s, self.budget_bytes = idle_s, budget_bytes
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.rounds = 0  # checkpoint rounds run, for tests and metrics
+        self.on_budget = 0  # of those, rounds started by the budget rather than by quiet
         ref = weakref.ref(self)
 
         def after_in_child() -> None:
@@ -63,7 +113,7 @@ class Checkpointer:
         os.register_at_fork(after_in_child=after_in_child)
 
     def nudge(self) -> None:
-        """A write transaction committed: checkpoint soon (never in the caller's thread)."""
+        """A write transaction committed: checkpoint once writes pause (never in the caller's thread)."""
         if self._stop.is_set():
             return
         if self._thread is None:
@@ -74,25 +124,39 @@ class Checkpointer:
         self._wake.set()
 
     def close(self) -> None:
-        """Stop the thread after its current round (the WAL keeps what was not copied yet)."""
+        """Stop the thread (the WAL keeps what was not copied yet; SQLite copies it back when the
+        last connection closes, or the next process does)."""
         self._stop.set()
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 
+    def backlog(self) -> int | None:
+        """Bytes waiting in the WAL (:func:`wal_backlog`), None if unknown."""
+        return wal_backlog(self._shm) if self._shm is not None else None
+
+    def _due(self) -> bool:
+        """Wait for the writers to pause or the WAL to reach the budget; False if stopped."""
+        while not self._stop.is_set():
+            backlog = self.backlog()
+            if backlog is not None and backlog >= self.budget_bytes:
+                self.on_budget += 1
+                return True
+            self._wake.clear()
+            if not self._wake.wait(self.idle_s):
+                return not self._stop.is_set()  # quiet for idle_s
+        return False
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait()
-            if self._stop.is_set():
+            if not self._due():
                 return
-            self._wake.clear()
-            started = time.monotonic()
             try:
                 self.checkpoint()
             except Exception as exc:  # noqa: BLE001 - the next commit nudges again; the backstop remains
                 log.warning("WAL checkpoint failed, retried after the next commit: %s", exc)
-            self._stop.wait(max(0.0, MIN_INTERVAL_S - (time.monotonic() - started)))
 
     def checkpoint(self) -> tuple[int, int, int]:
         """One ``PASSIVE`` checkpoint: (busy, pages in the WAL, pages copied back)."""

@@ -32,7 +32,7 @@ from ..merkle import NodeId
 from ..state import KeyRecord, ParticipantRecord, Policy
 from . import projection
 from . import schema as t
-from .checkpoints import BACKSTOP_PAGES, Checkpointer
+from .checkpoints import BACKSTOP_BYTES, BUDGET_BYTES, Checkpointer
 from .locks import WriterLock
 from .statements import MAX_PAIRS, bucket, chunks, delete_in, padded, select_in, select_in_pairs
 
@@ -123,9 +123,12 @@ def make_engine(settings: Settings) -> Engine:
             # index probes of every append (entry ids, key ids) stay cheap. Writes still go
             # through the WAL; a 0 turns it off.
             cur.execute(f"PRAGMA mmap_size={mmap_bytes}")
-            # Checkpoints run beside the writers (checkpoints.py); a commit checkpoints itself
-            # only if the WAL outgrows what that thread keeps up with.
-            cur.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+            # Checkpoints run beside the writers once they pause (checkpoints.py); a commit
+            # checkpoints itself only if the WAL outgrows what that thread keeps up with, and a
+            # checkpointed -wal file is cut back to the thread's budget.
+            page = cur.execute("PRAGMA page_size").fetchone()[0]
+            cur.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_BYTES // page}")
+            cur.execute(f"PRAGMA journal_size_limit={BUDGET_BYTES}")
             cur.close()
 
         @event.listens_for(engine, "begin")

@@ -377,7 +377,7 @@ NOT_ERROR_CODES = {
     "entry_parties", "lot_handoffs", "lot_lineage", "participant_keys", "request_nonces",
     "verify_inclusion", "verify_consistency",
     "crypto_core_ed25519_is_valid_point", "crypto_sign_open", "crypto_sign_verify_detached",
-    "full_page_writes", "remote_apply", "remote_write", "synchronous_commit", "jit_above_cost",
+    "full_page_writes", "remote_apply", "remote_write", "synchronous_commit", "jit_above_cost", "journal_size_limit",
     "pg_dump", "pg_restore", "pg_basebackup", "synchronous_standby_names", "pg_stat_replication", "pg_stat_wal_receiver", "replica_lag",
     "request_id", "oldest_pending_age",
 }

@@ -1,5 +1,5 @@
-"""SQLite WAL checkpoints run in a thread of their own, not inside the commits of appends
-(ledger/storage/checkpoints.py)."""
+"""SQLite WAL checkpoints run in a thread of their own, not inside the commits of appends, once
+the writers pause or the WAL reaches its budget (ledger/storage/checkpoints.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ledger.sealing import Sealer
-from ledger.storage.checkpoints import BACKSTOP_PAGES, Checkpointer
+from ledger.storage.checkpoints import BACKSTOP_BYTES, BUDGET_BYTES, Checkpointer
 
 from ..conftest import BACKENDS, LedgerEnv
 from ..factories import Member, register
@@ -51,20 +51,80 @@ def test_appends_are_checkpointed_by_a_thread_of_their_own(
         assert {o.status for o in out} == {"created"}
     checkpointer = sealer.store._checkpointer
     assert checkpointer is not None
-    deadline = time.monotonic() + 30
-    while checkpointer.rounds == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert checkpointer.rounds >= 1
+    assert _wait(lambda: checkpointer.rounds >= 1)
     assert set(threads) == {"filiera-checkpoint"}, threads
     # Whatever the appends wrote to the WAL is (or, after the last round, can be) copied back.
     busy, pages, copied = _wal(sealer)
     assert (busy, copied) == (0, pages)
 
 
+def _wait(predicate: Callable[[], bool], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+def _checkpointer(sealer: Sealer, *, idle_s: float, budget_bytes: int = BUDGET_BYTES) -> Checkpointer:
+    checkpointer = sealer.store._checkpointer
+    assert checkpointer is not None
+    checkpointer.idle_s, checkpointer.budget_bytes = idle_s, budget_bytes
+    return checkpointer
+
+
+def test_the_backlog_is_read_from_the_wal_index(ledger_env: LedgerEnv, open_sealer: Callable[..., Sealer]) -> None:
+    sealer = open_sealer()
+    checkpointer = _checkpointer(sealer, idle_s=3600)  # never quiet long enough: only this test copies back
+    sealer.submit_batch([register(ledger_env.admin, Member(f"b{j}"), ["producer"]) for j in range(30)])
+    _, pages, copied = _wal(sealer)
+    assert pages > 0 and copied == pages  # the checkpoint above copied all; nothing waits now
+    assert checkpointer.backlog() == 0
+    sealer.submit_batch([register(ledger_env.admin, Member(f"c{j}"), ["producer"]) for j in range(30)])
+    waiting = checkpointer.backlog()
+    assert waiting is not None and waiting > 0
+    # The WAL restarted from its first frame after the full checkpoint: what waits is all it holds.
+    _, pages, copied = _wal(sealer)
+    assert (pages * 4096, copied * 4096) == (waiting, waiting)
+    assert checkpointer.backlog() == 0
+    assert checkpointer.rounds == 0
+
+
+def test_a_burst_of_appends_is_copied_back_once_after_it(ledger_env: LedgerEnv, open_sealer: Callable[..., Sealer]) -> None:
+    sealer = open_sealer()
+    checkpointer = _checkpointer(sealer, idle_s=1.0)
+    started = time.monotonic()
+    for i in range(4):
+        sealer.submit_batch([register(ledger_env.admin, Member(f"d{i}-{j}"), ["producer"]) for j in range(10)])
+    burst = time.monotonic() - started
+    if burst < 0.9:  # a loaded machine may pause mid-burst for longer than idle_s
+        assert checkpointer.rounds == 0
+    assert _wait(lambda: checkpointer.rounds >= 1)
+    assert checkpointer.on_budget == 0
+    assert checkpointer.backlog() == 0
+    time.sleep(1.2)
+    assert checkpointer.rounds == 1  # nothing new was committed: no more rounds
+
+
+def test_sustained_writes_are_copied_back_at_the_budget(ledger_env: LedgerEnv, open_sealer: Callable[..., Sealer]) -> None:
+    sealer = open_sealer()
+    checkpointer = _checkpointer(sealer, idle_s=3600, budget_bytes=40 * 4096)
+    i = 0
+    while checkpointer.on_budget == 0 and i < 200:
+        sealer.submit_batch([register(ledger_env.admin, Member(f"e{i}-{j}"), ["producer"]) for j in range(5)])
+        i += 1
+    assert _wait(lambda: checkpointer.rounds >= 1)
+    assert checkpointer.on_budget >= 1
+    assert i > 1  # the first commits stayed in the WAL, under the budget
+    # What waits now is at most the commit that raced the budget's round: under the budget.
+    backlog = checkpointer.backlog()
+    assert backlog is not None and backlog < 40 * 4096
+
+
 def test_a_commit_checkpoints_itself_only_as_a_backstop(ledger_env: LedgerEnv, open_sealer: Callable[..., Sealer]) -> None:
     sealer = open_sealer()
     with sealer.store.read() as conn:
-        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == BACKSTOP_PAGES
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() * 4096 == BACKSTOP_BYTES
+        assert conn.exec_driver_sql("PRAGMA journal_size_limit").scalar_one() == BUDGET_BYTES
     # A disposed store stops its thread; a commit after that would start none.
     sealer.submit(register(ledger_env.admin, Member("late"), ["producer"]))
     checkpointer = sealer.store._checkpointer
