@@ -114,7 +114,7 @@ def inclusion() -> Response:
     args = load_query(InclusionQuerySchema, InvalidProofRequest)
     _require_id_or_index(args)
     svc = services()
-    with svc.store.read() as conn:
+    with svc.store.read_committed() as conn:
         head = svc.store.head(conn)
         if head is None:
             raise NotInitialised("the ledger has no genesis block; run `filiera init`")
@@ -161,7 +161,7 @@ def consistency() -> Response:
     (default: the current size). Requires 1 <= from <= to <= current size."""
     args = load_query(ConsistencyQuerySchema, InvalidProofRequest)
     svc = services()
-    with svc.store.read() as conn:
+    with svc.store.read_committed() as conn:
         head = svc.store.head(conn)
         if head is None:
             raise NotInitialised("the ledger has no genesis block; run `filiera init`")

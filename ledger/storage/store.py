@@ -402,6 +402,23 @@ class Store:
             yield conn
 
     @contextmanager
+    def read_committed(self) -> Iterator[Connection]:
+        """Reads that need no snapshot: each statement sees what was committed when it ran.
+
+        For reads of the log that start from the head: the entries, blocks and Merkle nodes a
+        head covers were committed with it or before it, and the log is never updated or
+        deleted (the database refuses), so statements after the head find every one of them.
+        On PostgreSQL the connection runs in autocommit, which saves the BEGIN and COMMIT round
+        trips of a transaction; on SQLite (no round trips) it is :meth:`read`.
+        """
+        if self.dialect != "postgresql":
+            with self.read() as conn:
+                yield conn
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+
+    @contextmanager
     def _writer(self) -> Iterator[None]:
         """Hold the SQLite writer lock (re-entrant per thread; no-op on PostgreSQL)."""
         if self.dialect != "sqlite":

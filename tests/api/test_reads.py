@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import event
 
 from ledger.blocks import BlockHeader, verify_block_signature
 from ledger.entries import parse_envelope
@@ -179,6 +180,30 @@ def test_consistency_proofs_between_every_pair_of_sizes(client: FlaskClient, led
     assert pairs == 78
     # Without `to`, the proof reaches the current head.
     assert client.get("/v1/proofs/consistency?from=3").json["to"] == 12
+
+
+def test_proofs_on_postgresql_read_without_a_transaction(client: FlaskClient, ledger_env: LedgerEnv) -> None:
+    # A proof reads the head, then what it covers, which was committed with or before it and
+    # is never changed: on PostgreSQL it needs no snapshot, and autocommit saves the BEGIN and
+    # COMMIT round trips (Store.read_committed). On SQLite it reads in one snapshot, as before.
+    _grow(client, ledger_env, 3)
+    engine = client.application.extensions["filiera"].store.engine
+    postgresql = engine.dialect.name == "postgresql"
+    seen: list[bool] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if postgresql:
+            seen.append(bool(conn.connection.dbapi_connection.autocommit))
+        elif not statement.startswith("BEGIN"):  # SQLite's BEGIN DEFERRED opens the snapshot
+            seen.append(conn.in_transaction())
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for url in ("/v1/proofs/inclusion?index=2", "/v1/proofs/inclusion?index=1&tree_size=3", "/v1/proofs/consistency?from=2"):
+            assert client.get(url).status_code == 200, url
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(seen) >= 3 * 2 and all(seen), seen
 
 
 def test_participants_paging_follows_next(client: FlaskClient, ledger_env: LedgerEnv) -> None:
