@@ -425,25 +425,34 @@ def _warm(settings: Any) -> float:
     return time.perf_counter() - t
 
 
-def _prepare(settings: Any, size: int, *, opts: dict[str, Any], rng: random.Random, log: Log, backend: str) -> dict[str, Any]:
-    """Flush, warm, and time the proofs of one size's ledger (at exactly ``size`` entries)."""
+def _proofs_in_worker(settings: Any, size: int, samples: int, seed: int) -> dict[str, Any]:
+    """Time one ledger's proofs in this (pool worker) process: see :func:`_prepare`."""
     from api import create_app
 
     from .proofs import time_proofs
 
-    res: dict[str, Any] = {"tree_size": size, "db_bytes": _db_bytes(settings), "settle_s": round(_settle(settings), 2)}
-    res["warm_s"] = round(_warm(settings), 2)
     app = create_app(settings, background_sealing=False)
     svc = app.extensions["filiera"]
     try:
-        t = time.perf_counter()
-        res["proofs"] = time_proofs(app, svc.store, size, opts["samples"], rng)
-        log(f"    {backend} {size:,}: proofs in {time.perf_counter() - t:.0f} s: inclusion p95 "
-            f"{res['proofs']['inclusion_http']['p95_ms']:.2f} ms, consistency p95 "
-            f"{res['proofs']['consistency_http']['p95_ms']:.2f} ms (test client)")
+        return time_proofs(app, svc.store, size, samples, random.Random(seed)) | {"process": "pool worker"}
     finally:
         svc.sealer.stop_background()
         svc.store.dispose()
+
+
+def _prepare(settings: Any, size: int, *, opts: dict[str, Any], pool: Any, rng: random.Random, log: Log, backend: str) -> dict[str, Any]:
+    """Flush, warm, and time the proofs of one size's ledger (at exactly ``size`` entries).
+
+    The proofs are timed in a pool worker, a process that holds one app, as a server's worker
+    does, and not in this one, which by then holds every section's objects (each of its
+    garbage collections scans all of them)."""
+    res: dict[str, Any] = {"tree_size": size, "db_bytes": _db_bytes(settings), "settle_s": round(_settle(settings), 2)}
+    res["warm_s"] = round(_warm(settings), 2)
+    t = time.perf_counter()
+    res["proofs"] = pool.apply(_proofs_in_worker, (settings, size, opts["samples"], rng.randrange(1 << 32)))
+    log(f"    {backend} {size:,}: proofs in {time.perf_counter() - t:.0f} s: inclusion p95 "
+        f"{res['proofs']['inclusion_http']['p95_ms']:.2f} ms, consistency p95 "
+        f"{res['proofs']['consistency_http']['p95_ms']:.2f} ms (test client, in a pool worker)")
     return res
 
 
@@ -456,7 +465,7 @@ def _measure(ledgers: dict[int, Any], *, opts: dict[str, Any], pool: Any, rng: r
     from .provenance import add_lineage, time_provenance
 
     sizes = sorted(ledgers)
-    res = {size: _prepare(ledgers[size], size, opts=opts, rng=rng, log=log, backend=backend) for size in sizes}
+    res = {size: _prepare(ledgers[size], size, opts=opts, pool=pool, rng=rng, log=log, backend=backend) for size in sizes}
     with ExitStack() as stack:
         sealers, seeds, tags = {}, {}, {}
         for size in sizes:
