@@ -17,8 +17,9 @@ PostgreSQL's checkpointer defers its write-back: after a write transaction commi
 
 - the writers have been quiet for :data:`IDLE_S` (a burst of appends is copied back once, after
   it, while nobody waits for a commit), or
-- the WAL holds :data:`BUDGET_BYTES` of pages not yet copied back (under sustained writes the
-  WAL stays bounded, and a page changed by many blocks meanwhile is written back once),
+- :data:`MAX_DEFER_S` have passed since the first commit not yet copied back (under sustained
+  writes the WAL stays bounded, and a page changed by many blocks meanwhile is written back
+  once),
 
 and runs a ``PASSIVE`` checkpoint, which never blocks writers or readers (it copies what no
 reader still needs, and leaves the rest for the next round). Durability does not depend on it:
@@ -33,75 +34,49 @@ apart, after each round of appends ("write-back"). Measured the same way, deferr
 appends in blocks of 100 cheaper at both sizes (10k: 540 -> 420 µs/entry; 1M: 602 -> 505); the
 1M ledger still costs more per append, for its deeper random-key indexes (bench/results.md).
 
-How much waits is read from the WAL-index header in the ``-shm`` file (``szPage``, the page
-size; ``mxFrame``, the last valid frame; ``nBackfill``, the frames already copied back), whose
-layout SQLite documents in "The WAL-Index File Format" (https://sqlite.org/walformat.html, section 2.1).
+The thread does not look at the ``-wal`` or ``-shm`` files itself: opening and closing either
+from this process would drop the POSIX locks SQLite holds on it (closing any descriptor of a
+file releases all of a process's locks on it), and another process could then take this one's
+database for closed and truncate what it maps ("How To Corrupt An SQLite Database File", 2.2).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
+import time
 import weakref
-from pathlib import Path
 
 from sqlalchemy import Engine
 
-__all__ = ["BACKSTOP_BYTES", "BUDGET_BYTES", "IDLE_S", "Checkpointer", "wal_backlog"]
+__all__ = ["BACKSTOP_BYTES", "BUDGET_BYTES", "IDLE_S", "MAX_DEFER_S", "Checkpointer"]
 
 log = logging.getLogger("filiera.storage")
 
 # Copy the WAL back once the writers have been quiet this long...
 IDLE_S = 0.25
-# ... or once this much committed data waits in it, whichever comes first.
+# ... or, under sustained writes, this long after the first commit not copied back yet.
+MAX_DEFER_S = 2.0
+# What a -wal file is cut back to after a checkpoint (journal_size_limit).
 BUDGET_BYTES = 64 << 20
 # SQLite's wal_autocheckpoint on Filiera's connections (set in pages of the file's size): a commit
-# checkpoints itself only once the WAL holds this much, four times the budget.
+# checkpoints itself only once the WAL holds this much.
 BACKSTOP_BYTES = 4 * BUDGET_BYTES
-
-# The WAL-index header (walformat.html 2.1): two copies of a 48-byte WalIndexHdr, then the
-# WalCkptInfo whose first field is nBackfill, all in the host's byte order.
-_HDR = 48
-_VERSION = 3007000
-_U32 = struct.Struct("=I")
-_U16 = struct.Struct("=H")
-
-
-def wal_backlog(shm: Path) -> int | None:
-    """Bytes of pages committed to the WAL of the database whose ``-shm`` file is ``shm`` and
-    not yet copied back into the database file, or None when that cannot be read consistently
-    now (no WAL index yet, or a writer changing the header as it is read)."""
-    try:
-        with open(shm, "rb") as fh:
-            head = fh.read(2 * _HDR + 4)
-    except OSError:
-        return None
-    if len(head) < 2 * _HDR + 4 or head[:_HDR] != head[_HDR:2 * _HDR]:
-        return None
-    if _U32.unpack_from(head, 0)[0] != _VERSION:
-        return None
-    page: int = _U16.unpack_from(head, 14)[0]
-    mx_frame: int = _U32.unpack_from(head, 16)[0]
-    backfilled: int = _U32.unpack_from(head, 2 * _HDR)[0]
-    return max(0, mx_frame - backfilled) * (65536 if page == 1 else page)
 
 
 class Checkpointer:
     """Checkpoints one SQLite database's WAL from a daemon thread, started on first nudge."""
 
-    def __init__(self, engine: Engine, *, idle_s: float = IDLE_S, budget_bytes: int = BUDGET_BYTES) -> None:
+    def __init__(self, engine: Engine, *, idle_s: float = IDLE_S, max_defer_s: float = MAX_DEFER_S) -> None:
         self._engine = engine
-        database = engine.url.database
-        self._shm = Path(f"{database}-shm") if database else None
-        self.idle_s, self.budget_bytes = idle_s, budget_bytes
+        self.idle_s, self.max_defer_s = idle_s, max_defer_s
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.rounds = 0  # checkpoint rounds run, for tests and metrics
-        self.on_budget = 0  # of those, rounds started by the budget rather than by quiet
+        self.on_deadline = 0  # of those, rounds started by MAX_DEFER_S rather than by quiet
         ref = weakref.ref(self)
 
         def after_in_child() -> None:
@@ -133,19 +108,19 @@ class Checkpointer:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 
-    def backlog(self) -> int | None:
-        """Bytes waiting in the WAL (:func:`wal_backlog`), None if unknown."""
-        return wal_backlog(self._shm) if self._shm is not None else None
-
     def _due(self) -> bool:
-        """Wait for the writers to pause or the WAL to reach the budget; False if stopped."""
+        """Wait for the writers to pause, or for ``max_defer_s`` after the commit that woke the
+        thread; False if stopped."""
+        deadline = time.monotonic() + self.max_defer_s
         while not self._stop.is_set():
-            backlog = self.backlog()
-            if backlog is not None and backlog >= self.budget_bytes:
-                self.on_budget += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.on_deadline += 1
                 return True
             self._wake.clear()
-            if not self._wake.wait(self.idle_s):
+            if not self._wake.wait(min(self.idle_s, left)):
+                if time.monotonic() >= deadline:
+                    continue  # the deadline, not quiet: counted above
                 return not self._stop.is_set()  # quiet for idle_s
         return False
 
