@@ -396,8 +396,7 @@ def _settle(settings: Any) -> float:
     if not settings.database_url.startswith("sqlite"):
         store = Store.open(settings, check=False)
         try:
-            with store.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
-                conn.exec_driver_sql("CHECKPOINT")
+            _write_back(store)
         finally:
             store.dispose()
         os.sync()

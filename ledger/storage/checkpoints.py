@@ -26,7 +26,7 @@ reader still needs, and leaves the rest for the next round). Durability does not
 a committed transaction is already synced in the WAL. SQLite's own checkpoint at commit stays
 as a backstop, at :data:`BACKSTOP_BYTES`, for a WAL that grows while nothing runs this thread
 (another tool writing, or a checkpoint that cannot keep up); after a checkpoint the ``-wal``
-file is cut back to the budget (``journal_size_limit``).
+file is cut back to :data:`WAL_LIMIT_BYTES` (``journal_size_limit``).
 
 Deferring does not make the copying free: it is the same random writes, fewer of them (a page
 written by several blocks is copied once), done while no append waits. bench/scale.py times it
@@ -50,7 +50,7 @@ import weakref
 
 from sqlalchemy import Engine
 
-__all__ = ["BACKSTOP_BYTES", "BUDGET_BYTES", "IDLE_S", "MAX_DEFER_S", "Checkpointer"]
+__all__ = ["BACKSTOP_BYTES", "IDLE_S", "MAX_DEFER_S", "WAL_LIMIT_BYTES", "Checkpointer"]
 
 log = logging.getLogger("filiera.storage")
 
@@ -59,18 +59,18 @@ IDLE_S = 0.25
 # ... or, under sustained writes, this long after the first commit not copied back yet.
 MAX_DEFER_S = 2.0
 # What a -wal file is cut back to after a checkpoint (journal_size_limit).
-BUDGET_BYTES = 64 << 20
+WAL_LIMIT_BYTES = 64 << 20
 # SQLite's wal_autocheckpoint on Filiera's connections (set in pages of the file's size): a commit
 # checkpoints itself only once the WAL holds this much.
-BACKSTOP_BYTES = 4 * BUDGET_BYTES
+BACKSTOP_BYTES = 4 * WAL_LIMIT_BYTES
 
 
 class Checkpointer:
     """Checkpoints one SQLite database's WAL from a daemon thread, started on first nudge."""
 
-    def __init__(self, engine: Engine, *, idle_s: float = IDLE_S, max_defer_s: float = MAX_DEFER_S) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self.idle_s, self.max_defer_s = idle_s, max_defer_s
+        self.idle_s, self.max_defer_s = IDLE_S, MAX_DEFER_S  # tests shorten them
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -118,10 +118,8 @@ class Checkpointer:
                 self.on_deadline += 1
                 return True
             self._wake.clear()
-            if not self._wake.wait(min(self.idle_s, left)):
-                if time.monotonic() >= deadline:
-                    continue  # the deadline, not quiet: counted above
-                return not self._stop.is_set()  # quiet for idle_s
+            if not self._wake.wait(min(self.idle_s, left)) and self.idle_s <= left:
+                return not self._stop.is_set()  # quiet for idle_s (a wait cut short by the deadline loops to it)
         return False
 
     def _run(self) -> None:

@@ -32,7 +32,7 @@ from ..merkle import NodeId
 from ..state import KeyRecord, ParticipantRecord, Policy
 from . import projection
 from . import schema as t
-from .checkpoints import BACKSTOP_BYTES, BUDGET_BYTES, Checkpointer
+from .checkpoints import BACKSTOP_BYTES, WAL_LIMIT_BYTES, Checkpointer
 from .locks import WriterLock
 from .statements import MAX_PAIRS, bucket, chunks, delete_in, padded, select_in, select_in_pairs
 
@@ -125,10 +125,10 @@ def make_engine(settings: Settings) -> Engine:
             cur.execute(f"PRAGMA mmap_size={mmap_bytes}")
             # Checkpoints run beside the writers once they pause (checkpoints.py); a commit
             # checkpoints itself only if the WAL outgrows what that thread keeps up with, and a
-            # checkpointed -wal file is cut back to the thread's budget.
+            # checkpointed -wal file is cut back to WAL_LIMIT_BYTES.
             page = cur.execute("PRAGMA page_size").fetchone()[0]
             cur.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_BYTES // page}")
-            cur.execute(f"PRAGMA journal_size_limit={BUDGET_BYTES}")
+            cur.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             cur.close()
 
         @event.listens_for(engine, "begin")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ledger.sealing import Sealer
-from ledger.storage.checkpoints import BACKSTOP_BYTES, BUDGET_BYTES, MAX_DEFER_S, Checkpointer
+from ledger.storage.checkpoints import BACKSTOP_BYTES, MAX_DEFER_S, WAL_LIMIT_BYTES, Checkpointer
 
 from ..conftest import BACKENDS, LedgerEnv
 from ..factories import Member, register
@@ -114,7 +114,7 @@ def test_a_commit_checkpoints_itself_only_as_a_backstop(ledger_env: LedgerEnv, o
     sealer = open_sealer()
     with sealer.store.read() as conn:
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() * 4096 == BACKSTOP_BYTES
-        assert conn.exec_driver_sql("PRAGMA journal_size_limit").scalar_one() == BUDGET_BYTES
+        assert conn.exec_driver_sql("PRAGMA journal_size_limit").scalar_one() == WAL_LIMIT_BYTES
     # A disposed store stops its thread; a commit after that would start none.
     sealer.submit(register(ledger_env.admin, Member("late"), ["producer"]))
     checkpointer = sealer.store._checkpointer
